@@ -1,0 +1,451 @@
+//! Reading the layers and turning them into a [`Config`], collecting every mistake.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat, Map, Value, ValueKind};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+
+use super::{
+    BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IntakeConfig, LogConfig,
+    LogFormat, OnResolved, PagerDutyAuth, StoreConfig, TlsConfig,
+};
+
+/// Values given as command-line flags; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+}
+
+/// One mistake, with the key it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every mistake found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} problem(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {}: {}", e.key, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keys whose environment variables belong to the command line, not to the config tree.
+const CLI_ONLY_KEYS: &[&str] = &["config"];
+
+/// Keys that hold a list; from the environment they are comma-separated.
+const LIST_KEYS: &[&str] = &[
+    "intake.alertmanager.bearer_tokens",
+    "intake.generic.bearer_tokens",
+    "intake.grafana.bearer_tokens",
+    "intake.pagerduty.signing_secrets",
+];
+
+/// Every key a config may hold; prefixes ending in `.` hold maps of user-chosen keys.
+const KNOWN_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "log.format",
+    "log.level",
+    "tls.cert_file",
+    "tls.key_file",
+    "store.url",
+    "store.max_connections",
+    "intake.max_body_bytes",
+    "intake.batch_max",
+    "intake.alertmanager.bearer_tokens",
+    "intake.generic.bearer_tokens",
+    "intake.grafana.bearer_tokens",
+    "intake.grafana.hmac_secret",
+    "intake.grafana.signature_header",
+    "intake.grafana.timestamp_header",
+    "intake.grafana.max_skew",
+    "intake.pagerduty.signing_secrets",
+    "episodes.team_label",
+    "episodes.service_label",
+    "episodes.default_team",
+    "episodes.cooldown",
+    "episodes.on_resolved",
+    "engine.worker_id",
+    "engine.slots",
+    "engine.max_running",
+    "engine.team_max_running",
+    "engine.team_quotas.",
+    "engine.lease_ttl",
+    "engine.poll_interval",
+    "engine.grace_period",
+    "engine.max_attempts",
+    "engine.simulated_work",
+];
+
+/// Loads file, environment and flags. `env` replaces the process environment (tests
+/// pass a map; production passes `None`).
+pub fn load(overrides: &Overrides, env: Option<HashMap<String, String>>) -> Result<Config, ConfigErrors> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = &overrides.config_file {
+        builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
+    }
+    let mut environment = Environment::with_prefix("INQUEST")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",");
+    for key in LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    builder = builder.add_source(environment.source(env));
+    let flag_values = [
+        ("listen", overrides.listen.clone()),
+        ("data_dir", overrides.data_dir.as_ref().map(|p| p.display().to_string())),
+        ("log.format", overrides.log_format.clone()),
+    ];
+    for (key, value) in flag_values {
+        if let Some(value) = value {
+            builder = builder
+                .set_override(key, value)
+                .map_err(|e| ConfigErrors(vec![ConfigError { key: key.into(), message: e.to_string() }]))?;
+        }
+    }
+    let raw = builder.build().map_err(|e| {
+        ConfigErrors(vec![ConfigError { key: "(source)".into(), message: e.to_string() }])
+    })?;
+    from_raw(&raw)
+}
+
+fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
+    let mut r = Reader { raw, errors: Vec::new() };
+    r.reject_unknown_keys();
+
+    let listen = r.parsed("listen", "127.0.0.1:7400", |s| s.parse::<SocketAddr>().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:7400: {e}")))
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7400)));
+    let data_dir = PathBuf::from(r.or("data_dir", "./.inquest".to_string()));
+    let log = LogConfig {
+        format: r.parsed("log.format", "text", |s| match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}` is not a log format; use `text` or `json`")),
+        })
+        .unwrap_or(LogFormat::Text),
+        level: r.or("log.level", "info".to_string()),
+    };
+    let tls = match (r.opt::<String>("tls.cert_file"), r.opt::<String>("tls.key_file")) {
+        (Some(cert), Some(key)) => Some(TlsConfig { cert_file: cert.into(), key_file: key.into() }),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.error("tls.key_file", "tls.cert_file is set, so the key is needed too");
+            None
+        }
+        (None, Some(_)) => {
+            r.error("tls.cert_file", "tls.key_file is set, so the certificate is needed too");
+            None
+        }
+    };
+    let default_store_url = format!("sqlite://{}", data_dir.join("inquest.db").display());
+    let store = StoreConfig {
+        url: r.parsed("store.url", &default_store_url, |s| {
+            if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                Ok(s.to_string())
+            } else {
+                Err("must start with `sqlite:` or `postgres://`".to_string())
+            }
+        })
+        .unwrap_or(default_store_url.clone()),
+        max_connections: r.positive("store.max_connections", 8),
+    };
+
+    let intake = IntakeConfig {
+        max_body_bytes: r.positive("intake.max_body_bytes", 2 * 1024 * 1024),
+        batch_max: r.positive("intake.batch_max", 256),
+        alertmanager: BearerAuth { tokens: r.secrets("intake.alertmanager.bearer_tokens") },
+        generic: BearerAuth { tokens: r.secrets("intake.generic.bearer_tokens") },
+        grafana: GrafanaAuth {
+            tokens: r.secrets("intake.grafana.bearer_tokens"),
+            hmac_secret: r.opt::<String>("intake.grafana.hmac_secret").map(SecretString::from),
+            signature_header: r.or("intake.grafana.signature_header", "X-Grafana-Alerting-Signature".to_string()),
+            timestamp_header: r.opt("intake.grafana.timestamp_header"),
+            max_skew: r.duration("intake.grafana.max_skew", "5m"),
+        },
+        pagerduty: PagerDutyAuth { signing_secrets: r.secrets("intake.pagerduty.signing_secrets") },
+    };
+
+    let episodes = EpisodeConfig {
+        team_label: r.or("episodes.team_label", "team".to_string()),
+        service_label: r.or("episodes.service_label", "service".to_string()),
+        default_team: r.or("episodes.default_team", "unassigned".to_string()),
+        cooldown: r.duration("episodes.cooldown", "30m"),
+        on_resolved: r.parsed("episodes.on_resolved", "continue", |s| match s {
+            "continue" => Ok(OnResolved::Continue),
+            "cancel_if_not_started" => Ok(OnResolved::CancelIfNotStarted),
+            other => Err(format!("`{other}` is not a choice; use `continue` or `cancel_if_not_started`")),
+        })
+        .unwrap_or(OnResolved::Continue),
+    };
+
+    let default_worker = format!(
+        "{}-{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    );
+    let engine = EngineConfig {
+        worker_id: r.or("engine.worker_id", default_worker),
+        slots: r.positive("engine.slots", 32),
+        max_running: r.positive("engine.max_running", 64),
+        team_max_running: r.positive("engine.team_max_running", 16),
+        team_quotas: r.opt::<BTreeMap<String, u32>>("engine.team_quotas").unwrap_or_default(),
+        lease_ttl: r.duration("engine.lease_ttl", "30s"),
+        poll_interval: r.duration("engine.poll_interval", "500ms"),
+        grace_period: r.duration("engine.grace_period", "20s"),
+        max_attempts: r.positive("engine.max_attempts", 3),
+        simulated_work: r.duration("engine.simulated_work", "0s"),
+    };
+    if engine.lease_ttl < Duration::from_secs(1) && !r.errors.iter().any(|e| e.key == "engine.lease_ttl") {
+        r.error("engine.lease_ttl", "must be at least 1s, or leases expire while work is healthy");
+    }
+
+    let cfg = Config { listen, data_dir, log, tls, store, intake, episodes, engine };
+    r.check_exposure(&cfg);
+    if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
+}
+
+/// Reads keys one at a time, remembering every failure instead of stopping at the first.
+struct Reader<'a> {
+    raw: &'a config::Config,
+    errors: Vec<ConfigError>,
+}
+
+impl Reader<'_> {
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError { key: key.to_string(), message: message.into() });
+    }
+
+    fn opt<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        match self.raw.get::<T>(key) {
+            Ok(v) => Some(v),
+            Err(config::ConfigError::NotFound(_)) => None,
+            Err(e) => {
+                self.error(key, strip_key(&e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn or<T: DeserializeOwned>(&mut self, key: &str, default: T) -> T {
+        self.opt(key).unwrap_or(default)
+    }
+
+    /// Parses a text setting; on a mistake records it and answers `None`, so the caller
+    /// falls back to a default and the remaining keys are still checked.
+    fn parsed<T>(&mut self, key: &str, default: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let text = self.or(key, default.to_string());
+        match parse(text.trim()) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(key, message);
+                None
+            }
+        }
+    }
+
+    fn positive<T>(&mut self, key: &str, default: T) -> T
+    where
+        T: DeserializeOwned + Copy + PartialOrd + Default + fmt::Display,
+    {
+        let v = self.or(key, default);
+        if v <= T::default() {
+            self.error(key, format!("must be greater than zero, got {v}"));
+            return default;
+        }
+        v
+    }
+
+    fn duration(&mut self, key: &str, default: &str) -> Duration {
+        self.parsed(key, default, |s| {
+            humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like `30s` or `5m`: {e}"))
+        })
+        .unwrap_or_default()
+    }
+
+    fn secrets(&mut self, key: &str) -> Vec<SecretString> {
+        let list: Vec<String> = self.opt(key).unwrap_or_default();
+        if list.iter().any(|s| s.trim().is_empty()) {
+            self.error(key, "an empty secret would match an empty credential; remove it");
+        }
+        list.into_iter().filter(|s| !s.trim().is_empty()).map(SecretString::from).collect()
+    }
+
+    fn reject_unknown_keys(&mut self) {
+        let mut found = BTreeSet::new();
+        if let Ok(table) = self.raw.cache.clone().into_table() {
+            collect_keys("", &table, &mut found);
+        }
+        for key in found {
+            let known = KNOWN_KEYS.iter().any(|k| {
+                if k.ends_with('.') { key.starts_with(k) } else { key == *k }
+            });
+            if !known && !CLI_ONLY_KEYS.contains(&key.as_str()) {
+                self.error(&key, "unknown setting (see deploy/inquest.example.toml)");
+            }
+        }
+    }
+
+    /// Refuses to expose unauthenticated intake beyond this machine.
+    fn check_exposure(&mut self, cfg: &Config) {
+        if cfg.listen.ip().is_loopback() {
+            return;
+        }
+        let i = &cfg.intake;
+        let sources = [
+            ("intake.alertmanager.bearer_tokens", !i.alertmanager.tokens.is_empty()),
+            ("intake.generic.bearer_tokens", !i.generic.tokens.is_empty()),
+            ("intake.grafana.hmac_secret", !i.grafana.tokens.is_empty() || i.grafana.hmac_secret.is_some()),
+            ("intake.pagerduty.signing_secrets", !i.pagerduty.signing_secrets.is_empty()),
+        ];
+        for (key, has_credentials) in sources {
+            if !has_credentials {
+                self.error(
+                    key,
+                    format!(
+                        "listen is {}, which other machines can reach, and this alert source has no \
+                         credentials: anyone could open investigations. Configure credentials, or \
+                         listen on 127.0.0.1",
+                        cfg.listen
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn collect_keys(prefix: &str, table: &Map<String, Value>, out: &mut BTreeSet<String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match &v.kind {
+            ValueKind::Table(inner) => collect_keys(&key, inner, out),
+            _ => {
+                out.insert(key);
+            }
+        }
+    }
+}
+
+/// `config` appends "for key `x`" to its messages; we print the key ourselves.
+fn strip_key(message: &str) -> String {
+    match message.find(" for key") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let cfg = load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(cfg.data_dir, PathBuf::from("./.inquest"));
+        assert_eq!(cfg.store.url, "sqlite://./.inquest/inquest.db");
+        assert_eq!(cfg.intake.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(cfg.episodes.on_resolved, OnResolved::Continue);
+        assert!(cfg.tls.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[engine]\nslots = 3\n").unwrap();
+        let overrides = Overrides { config_file: Some(file.clone()), ..Default::default() };
+        let cfg = load(&overrides, env(&[("INQUEST_ENGINE__SLOTS", "5")])).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(cfg.engine.slots, 5);
+        let overrides = Overrides {
+            config_file: Some(file),
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let cfg = load(&overrides, env(&[("INQUEST_LISTEN", "127.0.0.1:3")])).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_key() {
+        let errors = load(
+            &Overrides::default(),
+            env(&[
+                ("INQUEST_LISTEN", "not-an-address"),
+                ("INQUEST_ENGINE__LEASE_TTL", "soon"),
+                ("INQUEST_EPISODES__ON_RESOLVED", "explode"),
+                ("INQUEST_ENGINE__SLOTS", "0"),
+                ("INQUEST_STORE__URL", "mysql://x"),
+                ("INQUEST_NO_SUCH_THING", "1"),
+            ]),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "no_such_thing",
+                "listen",
+                "store.url",
+                "episodes.on_resolved",
+                "engine.slots",
+                "engine.lease_ttl"
+            ]
+        );
+    }
+
+    #[test]
+    fn public_listener_without_credentials_refuses_to_start() {
+        let errors = load(&Overrides::default(), env(&[("INQUEST_LISTEN", "0.0.0.0:7400")])).unwrap_err();
+        assert_eq!(errors.0.len(), 4);
+        assert!(errors.0[0].message.contains("no credentials"), "{errors}");
+        let ok = load(
+            &Overrides::default(),
+            env(&[
+                ("INQUEST_LISTEN", "0.0.0.0:7400"),
+                ("INQUEST_INTAKE__ALERTMANAGER__BEARER_TOKENS", "a,b"),
+                ("INQUEST_INTAKE__GENERIC__BEARER_TOKENS", "c"),
+                ("INQUEST_INTAKE__GRAFANA__HMAC_SECRET", "d"),
+                ("INQUEST_INTAKE__PAGERDUTY__SIGNING_SECRETS", "e"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.intake.alertmanager.tokens.len(), 2);
+    }
+
+    #[test]
+    fn redacted_hides_secrets() {
+        let cfg = load(
+            &Overrides::default(),
+            env(&[
+                ("INQUEST_INTAKE__GRAFANA__HMAC_SECRET", "hunter2"),
+                ("INQUEST_STORE__URL", "postgres://u:pw@h/db"),
+            ]),
+        )
+        .unwrap();
+        let text = cfg.redacted().to_string();
+        assert!(!text.contains("hunter2") && !text.contains(":pw@"), "{text}");
+    }
+}

@@ -1,0 +1,201 @@
+//! One typed, validated `Config` for every role.
+//!
+//! Settings come from a TOML file, then `INQUEST_*` environment variables (nested keys
+//! joined with `__`, e.g. `INQUEST_STORE__URL`), then command-line flags, each layer
+//! overriding the one before. [`load`] reads every key before it reports anything, so a
+//! user sees all mistakes at once, each with the key it belongs to.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+pub use load::{ConfigError, ConfigErrors, Overrides, load};
+
+/// The whole configuration, validated. Nothing in here needs checking again.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The one listener every HTTP API and page is served on.
+    pub listen: SocketAddr,
+    /// Where the embedded store and generated files live.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    /// TLS for the listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+    pub store: StoreConfig,
+    pub intake: IntakeConfig,
+    pub episodes: EpisodeConfig,
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,inquest=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreConfig {
+    /// `sqlite://...` or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    pub max_body_bytes: usize,
+    /// Most webhook deliveries written in one transaction (group commit).
+    pub batch_max: usize,
+    pub alertmanager: BearerAuth,
+    pub generic: BearerAuth,
+    pub grafana: GrafanaAuth,
+    pub pagerduty: PagerDutyAuth,
+}
+
+/// Bearer tokens accepted for a source; any one of them matches (rotation).
+#[derive(Debug, Clone, Default)]
+pub struct BearerAuth {
+    pub tokens: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrafanaAuth {
+    pub tokens: Vec<SecretString>,
+    pub hmac_secret: Option<SecretString>,
+    /// Header carrying the hex HMAC-SHA256.
+    pub signature_header: String,
+    /// When set, the HMAC covers `"<timestamp>:<body>"` and the timestamp must be recent.
+    pub timestamp_header: Option<String>,
+    pub max_skew: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PagerDutyAuth {
+    /// Webhook signing secrets; several during a rotation.
+    pub signing_secrets: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpisodeConfig {
+    /// Label that names the owning team (for quotas and routing).
+    pub team_label: String,
+    pub service_label: String,
+    /// Team used when an alert carries no team label.
+    pub default_team: String,
+    /// After an episode's last alert, how long new alerts with its key still join it.
+    #[serde(with = "humantime_serde_compat")]
+    pub cooldown: Duration,
+    pub on_resolved: OnResolved,
+}
+
+/// What a `resolved` notification does to its investigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnResolved {
+    /// Record it and keep investigating: the cause is still worth knowing.
+    Continue,
+    /// Record it and cancel the investigation if no worker has started it yet.
+    CancelIfNotStarted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineConfig {
+    /// Names this process in leases; unique per replica.
+    pub worker_id: String,
+    /// Investigations this process runs at once.
+    pub slots: usize,
+    /// Investigations running at once across all replicas.
+    pub max_running: u32,
+    /// Investigations one team may have running at once, unless `team_quotas` says otherwise.
+    pub team_max_running: u32,
+    pub team_quotas: BTreeMap<String, u32>,
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// How long shutdown waits for running work before handing it back to the queue.
+    #[serde(with = "humantime_serde_compat")]
+    pub grace_period: Duration,
+    pub max_attempts: u32,
+    /// Time the placeholder investigation spends "working"; lets tests and demos
+    /// observe leases, takeovers and shutdown while real work does not exist yet.
+    #[serde(with = "humantime_serde_compat")]
+    pub simulated_work: Duration,
+}
+
+impl Config {
+    /// The configuration as a reader may see it: every secret replaced by `***`.
+    pub fn redacted(&self) -> serde_json::Value {
+        fn secrets(list: &[SecretString]) -> Vec<&'static str> {
+            list.iter().map(|_| "***").collect()
+        }
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "data_dir": self.data_dir.display().to_string(),
+            "log": self.log,
+            "tls": self.tls,
+            "store": {
+                "url": redact_url(&self.store.url),
+                "max_connections": self.store.max_connections,
+            },
+            "intake": {
+                "max_body_bytes": self.intake.max_body_bytes,
+                "batch_max": self.intake.batch_max,
+                "alertmanager": {"bearer_tokens": secrets(&self.intake.alertmanager.tokens)},
+                "generic": {"bearer_tokens": secrets(&self.intake.generic.tokens)},
+                "grafana": {
+                    "bearer_tokens": secrets(&self.intake.grafana.tokens),
+                    "hmac_secret": self.intake.grafana.hmac_secret.as_ref().map(|_| "***"),
+                    "signature_header": self.intake.grafana.signature_header,
+                    "timestamp_header": self.intake.grafana.timestamp_header,
+                    "max_skew": humantime::format_duration(self.intake.grafana.max_skew).to_string(),
+                },
+                "pagerduty": {"signing_secrets": secrets(&self.intake.pagerduty.signing_secrets)},
+            },
+            "episodes": self.episodes,
+            "engine": self.engine,
+        })
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host/...` URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Serializes durations the way users write them (`30s`, `5m`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}

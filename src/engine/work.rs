@@ -1,0 +1,82 @@
+//! The seam where an investigation's real work plugs in.
+//!
+//! The runner owns leases, state and shutdown; an [`Investigator`] only investigates.
+//! Later work (discovery, MCP sessions, playbooks, the planner) implements this trait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::EventBody;
+use crate::store::{InvestigationSummary, Store, StoreError};
+
+/// What the work gets to see.
+pub struct WorkContext {
+    pub investigation: InvestigationSummary,
+    pub store: Arc<dyn Store>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The result of investigating: events to append and a one-line summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkOutcome {
+    pub events: Vec<EventBody>,
+    pub summary: String,
+}
+
+#[async_trait]
+pub trait Investigator: Send + Sync + 'static {
+    async fn investigate(&self, ctx: &WorkContext) -> Result<WorkOutcome, WorkError>;
+}
+
+/// Records the alert context and finishes. `delay` stands in for the time real work
+/// takes, so leases, takeovers and shutdown can be observed before real work exists.
+pub struct PlaceholderInvestigator {
+    pub delay: Duration,
+}
+
+#[async_trait]
+impl Investigator for PlaceholderInvestigator {
+    async fn investigate(&self, ctx: &WorkContext) -> Result<WorkOutcome, WorkError> {
+        let inv = &ctx.investigation;
+        let alerts = ctx.store.episode_alerts(&inv.episode_id, 50).await?;
+        let firing = alerts.iter().filter(|a| a.status == "firing").count();
+        let mut labels = std::collections::BTreeMap::new();
+        for a in &alerts {
+            for (k, v) in &a.labels {
+                labels.entry(k.clone()).or_insert_with(Vec::new);
+                if let Some(vals) = labels.get_mut(k) {
+                    if !vals.contains(v) {
+                        vals.push(v.clone());
+                    }
+                }
+            }
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let summary = format!(
+            "{} alert(s) ({} firing) for team {}{}; no investigators are configured yet, so only the context was recorded",
+            alerts.len(),
+            firing,
+            inv.team,
+            inv.service.as_deref().map(|s| format!(", service {s}")).unwrap_or_default(),
+        );
+        Ok(WorkOutcome {
+            events: vec![EventBody::new(
+                "context.recorded",
+                json!({"alerts": alerts.len(), "firing": firing, "labels": labels}),
+            )],
+            summary,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! Inquest: an autonomous incident-investigation agent for data platforms.
+//!
+//! See the README's architecture section for the code map and the invariants.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod intake;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,101 @@
+//! The `inquest` binary: parse the command line, load the configuration, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use inquest::cli::{AlertCommand, Cli, Command, ConfigCommand, InvestigationsCommand};
+use inquest::config::{self, Config, Overrides};
+use inquest::{app, client, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        config_file: cli.global.config.clone(),
+        listen: cli.global.listen.clone(),
+        data_dir: cli.global.data_dir.clone(),
+        log_format: cli.global.log_format.clone(),
+    };
+    let cfg = match config::load(&overrides, None) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("inquest: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("inquest: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, cfg));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("inquest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::All | Command::Agent => {
+            telemetry::init_logging(&cfg.log);
+            serve(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alert { command: AlertCommand::Send { source, file, url, token } } => {
+            client::send_alert(&cfg, source, &file, url, token).await
+        }
+        Command::Investigations { command } => match command {
+            InvestigationsCommand::List { state, team, since, limit, url, json } => {
+                client::list_investigations(&cfg, url, state, team, since, limit, json).await
+            }
+            InvestigationsCommand::Show { id, url, json } => client::show_investigation(&cfg, url, &id, json).await,
+        },
+        Command::Config { command: ConfigCommand::Check } => {
+            println!("{}", serde_json::to_string_pretty(&cfg.redacted())?);
+            eprintln!("configuration is valid");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another Inquest running? use --listen)", cfg.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    app::run(cfg, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signal_shutdown(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    token.cancel();
+}

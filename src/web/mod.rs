@@ -1,0 +1,122 @@
+//! HTTP: one router for every API and page, served on one listener.
+
+pub mod api;
+pub mod listener;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::intake::writer::IntakeWriter;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub writer: IntakeWriter,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
+    /// False until startup finished and again once shutdown begins.
+    pub ready: Arc<AtomicBool>,
+    /// Cancelled when the process begins to shut down; long-lived streams end then.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    /// A stable, machine-readable code.
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The offending field of the request, where one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, error: error.to_string(), message: message.into(), field: None }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; see its log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(&self)).into_response()
+    }
+}
+
+/// Every route of the agent role.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/alerts/{source}", post(crate::intake::routes::receive))
+        .route("/v1/investigations", get(api::list))
+        .route("/v1/investigations/{id}", get(api::show))
+        .route("/v1/investigations/{id}/events", get(api::events))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
+/// Liveness: the process is serving.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")), tag = "operations")]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: started, not shutting down, and the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Starting, stopping, or the store is unreachable")),
+    tag = "operations"
+)]
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    if !app.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
+    }
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}")).into_response(),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), tag = "operations")]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    match app.metrics.render(app.store.as_ref()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
