@@ -227,12 +227,12 @@ impl Store for SqlStore {
                 sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
                 "SELECT id, team, state, lease_owner, attempts FROM investigations \
                  WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= $1) \
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+                 ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
             }
             Backend::Sqlite => {
                 "SELECT id, team, state, lease_owner, attempts FROM investigations \
                  WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= $1) \
-                 ORDER BY created_at LIMIT $2"
+                 ORDER BY created_at, id LIMIT $2"
             }
         };
         let mut running: HashMap<String, u32> = HashMap::new();

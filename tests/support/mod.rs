@@ -1,1 +1,6 @@
+//! Shared test support: databases, processes, in-process servers, fixtures.
+#![allow(dead_code)]
 
+pub mod pg;
+pub mod process;
+pub mod server;

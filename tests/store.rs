@@ -1,0 +1,212 @@
+//! One store suite, run against SQLite and PostgreSQL alike.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use inquest::config::OnResolved;
+use inquest::engine::{EventBody, Limits, State};
+use inquest::intake::{self, Source};
+use inquest::store::{IngestPolicy, IngestRequest, InvestigationFilter, SqlStore, Store};
+
+use crate::support::pg::TestDb;
+use crate::support::server::alertmanager;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_764_000_000 + secs, 0).unwrap()
+}
+
+fn request(body: &str) -> IngestRequest {
+    let delivery = intake::parse(Source::Alertmanager, body.as_bytes(), None).unwrap();
+    let team = delivery.alerts[0].labels.get("team").cloned().unwrap_or_default();
+    IngestRequest { delivery, team, service: None, body: body.to_string() }
+}
+
+fn policy(on_resolved: OnResolved) -> IngestPolicy {
+    IngestPolicy { cooldown: Duration::from_secs(600), on_resolved }
+}
+
+fn limits(max: u32, team: u32) -> Limits {
+    Limits { max_running: max, team_max_running: team, team_quotas: BTreeMap::new() }
+}
+
+async fn sqlite() -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    (SqlStore::open(&url, 4).await.unwrap(), dir)
+}
+
+async fn postgres() -> (SqlStore, TestDb) {
+    let db = TestDb::create().await;
+    (SqlStore::open(&db.url, 4).await.unwrap(), db)
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test] async fn $name() { let (s, _d) = super::sqlite().await; super::$name(&s).await; s.close().await; })*
+        }
+        mod on_postgres {
+            $(#[tokio::test] async fn $name() { let (s, _d) = super::postgres().await; super::$name(&s).await; s.close().await; })*
+        }
+    };
+}
+
+both_backends!(
+    redelivery_stores_nothing_new,
+    alerts_fold_into_episodes,
+    resolution_cancels_or_is_recorded,
+    claims_respect_caps_and_quotas,
+    leases_fence_writes_and_expire,
+    events_are_ordered_and_resumable,
+    listing_filters,
+);
+
+async fn redelivery_stores_nothing_new(s: &dyn Store) {
+    let body = alertmanager("g1", "firing", "a", &["f1", "f2"]);
+    let p = policy(OnResolved::Continue);
+    let first = s.ingest(&[request(&body)], &p, at(0)).await.unwrap().remove(0);
+    assert_eq!((first.alert_ids.len(), first.duplicates, first.new_episodes, first.new_investigations.len()), (2, 0, 1, 1));
+    // Twice in one batch and once more later: the same ids, nothing new.
+    let again = s.ingest(&[request(&body), request(&body)], &p, at(1)).await.unwrap();
+    for o in &again {
+        assert_eq!(o.alert_ids, first.alert_ids);
+        assert_eq!(o.episode_ids, first.episode_ids);
+        assert_eq!((o.duplicates, o.new_episodes, o.new_investigations.len()), (2, 0, 0));
+    }
+    let inv = s.investigation(&first.new_investigations[0]).await.unwrap().unwrap();
+    assert_eq!(inv.alert_count, 2);
+    assert_eq!(s.events(&inv.id, 0, 100).await.unwrap().len(), 1, "a redelivery adds no events");
+}
+
+async fn alerts_fold_into_episodes(s: &dyn Store) {
+    let p = policy(OnResolved::Continue);
+    let a = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f1"]))], &p, at(0)).await.unwrap().remove(0);
+    // A new alert of the same group joins the running episode.
+    let b = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f2"]))], &p, at(10)).await.unwrap().remove(0);
+    assert_eq!(b.episode_ids, a.episode_ids);
+    assert!(b.new_investigations.is_empty());
+    let inv = &a.new_investigations[0];
+    let kinds: Vec<String> = s.events(inv, 0, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["alert.received", "alerts.attached"]);
+    // Finish the investigation; a new firing alert inside the cooldown still joins it,
+    let claim = s.claim("w", 1, &limits(10, 10), Duration::from_secs(30), at(20)).await.unwrap().remove(0);
+    assert!(s.transition(&claim.lease, State::Completed, &[], true, Some("done"), at(21)).await.unwrap());
+    let c = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f3"]))], &p, at(100)).await.unwrap().remove(0);
+    assert_eq!(c.episode_ids, a.episode_ids);
+    // a repeat notification joins however late it comes,
+    let mut repeat: serde_json::Value = serde_json::from_str(&alertmanager("g", "firing", "a", &["f4"])).unwrap();
+    repeat["notification_reason"] = "repeat interval elapsed".into();
+    let d = s.ingest(&[request(&repeat.to_string())], &p, at(100_000)).await.unwrap().remove(0);
+    assert_eq!((d.episode_ids.clone(), d.new_investigations.len()), (a.episode_ids.clone(), 0));
+    // and after the cooldown a new firing alert is a new episode with a new investigation.
+    let e = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f5"]))], &p, at(200_000)).await.unwrap().remove(0);
+    assert_ne!(e.episode_ids, a.episode_ids);
+    assert_eq!(e.new_investigations.len(), 1);
+}
+
+async fn resolution_cancels_or_is_recorded(s: &dyn Store) {
+    let cancel = policy(OnResolved::CancelIfNotStarted);
+    let a = s.ingest(&[request(&alertmanager("g1", "firing", "a", &["f1"]))], &cancel, at(0)).await.unwrap().remove(0);
+    s.ingest(&[request(&alertmanager("g1", "resolved", "a", &["f1"]))], &cancel, at(5)).await.unwrap();
+    let inv = s.investigation(&a.new_investigations[0]).await.unwrap().unwrap();
+    assert_eq!(inv.state, State::Cancelled);
+    assert_eq!(inv.resolved_at, Some(at(5)));
+    let kinds: Vec<String> = s.events(&inv.id, 0, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["alert.received", "alerts.attached", "episode.resolved", "investigation.cancelled"]);
+
+    let keep = policy(OnResolved::Continue);
+    let b = s.ingest(&[request(&alertmanager("g2", "firing", "a", &["f1"]))], &keep, at(0)).await.unwrap().remove(0);
+    s.ingest(&[request(&alertmanager("g2", "resolved", "a", &["f1"]))], &keep, at(5)).await.unwrap();
+    let inv = s.investigation(&b.new_investigations[0]).await.unwrap().unwrap();
+    assert_eq!((inv.state, inv.resolved_at), (State::Queued, Some(at(5))));
+
+    // Resolved with nothing ever firing: recorded, nothing to investigate.
+    let c = s.ingest(&[request(&alertmanager("g3", "resolved", "a", &["f1"]))], &keep, at(0)).await.unwrap().remove(0);
+    assert_eq!((c.new_episodes, c.new_investigations.len()), (1, 0));
+}
+
+async fn claims_respect_caps_and_quotas(s: &dyn Store) {
+    let p = policy(OnResolved::Continue);
+    let mut batch = Vec::new();
+    for i in 0..6 {
+        batch.push(request(&alertmanager(&format!("a{i}"), "firing", "alpha", &["f"])));
+    }
+    for i in 0..2 {
+        batch.push(request(&alertmanager(&format!("b{i}"), "firing", "beta", &["f"])));
+    }
+    s.ingest(&batch, &p, at(0)).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let lim = limits(5, 3);
+    let first = s.claim("w1", 10, &lim, ttl, at(1)).await.unwrap();
+    let teams: Vec<&str> = first.iter().map(|c| c.investigation.team.as_str()).collect();
+    assert_eq!(teams, ["alpha", "alpha", "alpha", "beta", "beta"], "team quota 3, global cap 5");
+    assert!(s.claim("w2", 10, &lim, ttl, at(2)).await.unwrap().is_empty(), "the cap holds across workers");
+    // Finishing one frees a slot; alpha is still at its quota, so nothing more of alpha.
+    let beta = first.iter().find(|c| c.investigation.team == "beta").unwrap();
+    s.transition(&beta.lease, State::Completed, &[], true, None, at(3)).await.unwrap();
+    assert!(s.claim("w2", 10, &lim, ttl, at(4)).await.unwrap().is_empty());
+    let alpha = &first[0];
+    s.transition(&alpha.lease, State::Completed, &[], true, None, at(5)).await.unwrap();
+    let next = s.claim("w2", 10, &lim, ttl, at(6)).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].investigation.team, "alpha");
+    let queued = s.list_investigations(&InvestigationFilter { state: Some(State::Queued), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(queued.len(), 2, "work over the limits stays queued");
+}
+
+async fn leases_fence_writes_and_expire(s: &dyn Store) {
+    let p = policy(OnResolved::Continue);
+    s.ingest(&[request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap();
+    let ttl = Duration::from_secs(10);
+    let lim = limits(10, 10);
+    let c1 = s.claim("w1", 1, &lim, ttl, at(0)).await.unwrap().remove(0);
+    assert_eq!((c1.prior_state, c1.lease.epoch, c1.previous_owner.clone()), (State::Queued, 1, None));
+    assert!(s.renew(&c1.lease, ttl, at(5)).await.unwrap());
+    assert!(s.claim("w2", 1, &lim, ttl, at(14)).await.unwrap().is_empty(), "renewed until 15");
+    let c2 = s.claim("w2", 1, &lim, ttl, at(16)).await.unwrap().remove(0);
+    assert_eq!((c2.prior_state, c2.lease.epoch, c2.previous_owner.as_deref()), (State::Running, 2, Some("w1")));
+    // The old holder can no longer renew or write anything.
+    assert!(!s.renew(&c1.lease, ttl, at(17)).await.unwrap());
+    let late = [EventBody::new("investigation.completed", serde_json::json!({}))];
+    assert!(!s.transition(&c1.lease, State::Completed, &late, true, None, at(17)).await.unwrap());
+    assert!(s.transition(&c2.lease, State::Completed, &late, true, Some("ok"), at(18)).await.unwrap());
+    let inv = s.investigation(&c2.lease.investigation_id).await.unwrap().unwrap();
+    assert_eq!((inv.state, inv.worker, inv.summary.as_deref(), inv.attempts), (State::Completed, None, Some("ok"), 2));
+    let completed = s.events(&inv.id, 0, 10).await.unwrap().iter().filter(|e| e.kind == "investigation.completed").count();
+    assert_eq!(completed, 1);
+}
+
+async fn events_are_ordered_and_resumable(s: &dyn Store) {
+    let p = policy(OnResolved::Continue);
+    let o = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap().remove(0);
+    let id = &o.new_investigations[0];
+    let mut rx = s.subscribe();
+    let c = s.claim("w", 1, &limits(10, 10), Duration::from_secs(30), at(1)).await.unwrap().remove(0);
+    let evs: Vec<EventBody> = (0..5).map(|i| EventBody::new("step", serde_json::json!({"i": i}))).collect();
+    assert!(s.transition(&c.lease, State::Running, &evs, false, None, at(2)).await.unwrap());
+    assert_eq!(&rx.recv().await.unwrap(), id, "subscribers hear about new events");
+    let all = s.events(id, 0, 100).await.unwrap();
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    let tail = s.events(id, 4, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.data["i"].as_i64().unwrap()).collect::<Vec<_>>(), [3, 4]);
+}
+
+async fn listing_filters(s: &dyn Store) {
+    let p = policy(OnResolved::Continue);
+    s.ingest(&[request(&alertmanager("g1", "firing", "alpha", &["f"]))], &p, at(0)).await.unwrap();
+    s.ingest(&[request(&alertmanager("g2", "firing", "beta", &["f"]))], &p, at(100)).await.unwrap();
+    let f = |team: Option<&str>, since: Option<DateTime<Utc>>| InvestigationFilter {
+        state: None,
+        team: team.map(str::to_string),
+        since,
+        limit: 10,
+    };
+    assert_eq!(s.list_investigations(&f(None, None)).await.unwrap().len(), 2);
+    let beta = s.list_investigations(&f(Some("beta"), None)).await.unwrap();
+    assert_eq!(beta.iter().map(|i| i.team.as_str()).collect::<Vec<_>>(), ["beta"]);
+    assert_eq!(s.list_investigations(&f(None, Some(at(50)))).await.unwrap().len(), 1);
+    let counts = s.count_by_state().await.unwrap();
+    assert_eq!(counts, [(State::Queued, 2)]);
+}
