@@ -436,6 +436,14 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_is_valid() {
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/inquest.example.toml"));
+        let cfg = load(&Overrides { config_file: Some(path), ..Default::default() }, env(&[])).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(cfg.engine.slots, 32);
+    }
+
+    #[test]
     fn redacted_hides_secrets() {
         let cfg = load(
             &Overrides::default(),
