@@ -41,8 +41,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let investigator = Arc::new(PlaceholderInvestigator { delay: config.engine.simulated_work });
     let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
     let policy = IngestPolicy { cooldown: config.episodes.cooldown, on_resolved: config.episodes.on_resolved };
-    let (writer, writer_task) =
-        IntakeWriter::start(store.clone(), policy, config.intake.batch_max, clock.clone(), runner.waker(), metrics.clone());
+    let writer_stop = CancellationToken::new();
+    let (writer, writer_task) = IntakeWriter::start(
+        store.clone(),
+        policy,
+        config.intake.batch_max,
+        clock.clone(),
+        runner.waker(),
+        metrics.clone(),
+        writer_stop.clone(),
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -55,8 +63,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown: shutdown.clone(),
     };
     let router = web::router(state).layer(TraceLayer::new_for_http());
-    let runner_stop = CancellationToken::new();
-    let runner_task = tokio::spawn(runner.run(runner_stop.clone()));
+    // The runner drains at the same time as the HTTP server: it stops claiming as
+    // soon as shutdown begins.
+    let runner_task = tokio::spawn(runner.run(shutdown.child_token()));
 
     let local = listener.local_addr()?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
@@ -94,11 +103,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             Ok(())
         }
     };
-    runner_stop.cancel();
+    // Connections that outlived the grace period may still hold writer handles; the
+    // writer answers what is queued and ends regardless.
+    writer_stop.cancel();
     if let Err(e) = runner_task.await {
         warn!(error = %e, "the runner task ended abnormally");
     }
-    // The router (and with it every writer handle) is gone: the writer drains and ends.
     if let Err(e) = writer_task.await {
         warn!(error = %e, "the intake writer ended abnormally");
     }

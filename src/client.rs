@@ -20,7 +20,13 @@ fn http() -> anyhow::Result<reqwest::Client> {
 }
 
 /// `inquest alert send`.
-pub async fn send_alert(cfg: &Config, source: SourceArg, file: &Path, url: Option<String>, token: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn send_alert(
+    cfg: &Config,
+    source: SourceArg,
+    file: &Path,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let (name, configured) = match source {
         SourceArg::Alertmanager => ("alertmanager", cfg.intake.alertmanager.tokens.first()),
@@ -41,7 +47,9 @@ pub async fn send_alert(cfg: &Config, source: SourceArg, file: &Path, url: Optio
                     Some(ts_header) => {
                         let ts = chrono::Utc::now().timestamp().to_string();
                         let sig = hex::encode(hmac_sha256(key, &[ts.as_bytes(), b":", &body]));
-                        req = req.header(ts_header.as_str(), ts).header(cfg.intake.grafana.signature_header.as_str(), sig);
+                        req = req
+                            .header(ts_header.as_str(), ts)
+                            .header(cfg.intake.grafana.signature_header.as_str(), sig);
                     }
                     None => {
                         let sig = hex::encode(hmac_sha256(key, &[&body]));
@@ -115,18 +123,34 @@ pub async fn show_investigation(cfg: &Config, url: Option<String>, id: &str, jso
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}  [{}]  team {}", v["title"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""), v["team"].as_str().unwrap_or(""));
+    println!(
+        "{}  [{}]  team {}",
+        v["title"].as_str().unwrap_or(""),
+        v["state"].as_str().unwrap_or(""),
+        v["team"].as_str().unwrap_or("")
+    );
     println!("id {}  opened {}", v["id"].as_str().unwrap_or(""), v["created_at"].as_str().unwrap_or(""));
     if let Some(s) = v["summary"].as_str() {
         println!("summary: {s}");
     }
     println!("\nalerts:");
     for a in v["alerts"].as_array().into_iter().flatten() {
-        println!("  {} {} {}", a["status"].as_str().unwrap_or(""), a["fingerprint"].as_str().unwrap_or(""), a["labels"]);
+        println!(
+            "  {} {} {}",
+            a["status"].as_str().unwrap_or(""),
+            a["fingerprint"].as_str().unwrap_or(""),
+            a["labels"]
+        );
     }
     println!("\nevents:");
     for e in v["events"].as_array().into_iter().flatten() {
-        println!("  #{:<4} {}  {:<24} {}", e["seq"], e["at"].as_str().unwrap_or(""), e["kind"].as_str().unwrap_or(""), e["data"]);
+        println!(
+            "  #{:<4} {}  {:<24} {}",
+            e["seq"],
+            e["at"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            e["data"]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

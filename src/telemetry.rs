@@ -78,7 +78,14 @@ impl Metrics {
             "Time from request to durable answer at the alert intake",
             intake_latency.clone(),
         );
-        Metrics { registry: Arc::new(registry), alerts, episodes, investigations_created, investigations, intake_latency }
+        Metrics {
+            registry: Arc::new(registry),
+            alerts,
+            episodes,
+            investigations_created,
+            investigations,
+            intake_latency,
+        }
     }
 
     pub fn alert(&self, source: &str, outcome: &str, n: u64) {

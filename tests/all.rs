@@ -1,6 +1,9 @@
 //! The one integration-test binary. Each module is one area; `support` holds what
 //! they share.
 
+// Test helpers may unwrap: a panic there is a failed test with a location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod api;

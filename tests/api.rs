@@ -37,7 +37,12 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("alertmanager", "{not json".into(), 400, "(body)"),
         ("alertmanager", r#"{"status":"firing","alerts":[]}"#.into(), 400, "groupKey"),
-        ("alertmanager", r#"{"groupKey":"g","status":"firing","alerts":[{"status":"firing"}]}"#.into(), 400, "alerts[0].labels"),
+        (
+            "alertmanager",
+            r#"{"groupKey":"g","status":"firing","alerts":[{"status":"firing"}]}"#.into(),
+            400,
+            "alerts[0].labels",
+        ),
         ("generic", r#"{"labels":{"a":"b"},"starts_at":"noon"}"#.into(), 400, "starts_at"),
         ("pagerduty", r#"{"event":{"id":"x"}}"#.into(), 400, "event.event_type"),
         ("alertmanager", format!("{{\"pad\":\"{}\"}}", "x".repeat(5000)), 413, ""),
@@ -121,7 +126,8 @@ async fn investigations_are_listed_shown_and_streamed() {
     let mut body = resp.bytes_stream();
     let mut text = String::new();
     while !text.contains("event: investigation.completed") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let chunk =
+            tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     let ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();

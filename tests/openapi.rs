@@ -11,7 +11,15 @@ fn checked_in_description_matches_the_code() {
     let checked_in = std::fs::read_to_string(path).unwrap_or_default();
     assert!(checked_in == generated, "docs/openapi.json is stale; run UPDATE_OPENAPI=1 cargo test --test all openapi");
     let doc: serde_json::Value = serde_json::from_str(&checked_in).unwrap();
-    for path in ["/v1/alerts/{source}", "/v1/investigations", "/v1/investigations/{id}", "/v1/investigations/{id}/events", "/healthz", "/readyz", "/metrics"] {
+    for path in [
+        "/v1/alerts/{source}",
+        "/v1/investigations",
+        "/v1/investigations/{id}",
+        "/v1/investigations/{id}/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is described");
     }
 }

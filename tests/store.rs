@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use inquest::config::OnResolved;
 use inquest::engine::{EventBody, Limits, State};
 use inquest::intake::{self, Source};
-use inquest::store::{IngestPolicy, IngestRequest, InvestigationFilter, SqlStore, Store};
+use inquest::store::{IngestPolicy, IngestRequest, InvestigationFilter, SqlStore, Store, Transition};
 
 use crate::support::pg::TestDb;
 use crate::support::server::alertmanager;
@@ -66,7 +66,10 @@ async fn redelivery_stores_nothing_new(s: &dyn Store) {
     let body = alertmanager("g1", "firing", "a", &["f1", "f2"]);
     let p = policy(OnResolved::Continue);
     let first = s.ingest(&[request(&body)], &p, at(0)).await.unwrap().remove(0);
-    assert_eq!((first.alert_ids.len(), first.duplicates, first.new_episodes, first.new_investigations.len()), (2, 0, 1, 1));
+    assert_eq!(
+        (first.alert_ids.len(), first.duplicates, first.new_episodes, first.new_investigations.len()),
+        (2, 0, 1, 1)
+    );
     // Twice in one batch and once more later: the same ids, nothing new.
     let again = s.ingest(&[request(&body), request(&body)], &p, at(1)).await.unwrap();
     for o in &again {
@@ -91,7 +94,21 @@ async fn alerts_fold_into_episodes(s: &dyn Store) {
     assert_eq!(kinds, ["alert.received", "alerts.attached"]);
     // Finish the investigation; a new firing alert inside the cooldown still joins it,
     let claim = s.claim("w", 1, &limits(10, 10), Duration::from_secs(30), at(20)).await.unwrap().remove(0);
-    assert!(s.transition(&claim.lease, State::Completed, &[], true, Some("done"), at(21)).await.unwrap());
+    assert!(
+        s.transition(
+            &claim.lease,
+            &Transition {
+                to: Some(State::Completed),
+                events: &[],
+                release: true,
+                summary: Some("done"),
+                failure: false
+            },
+            at(21)
+        )
+        .await
+        .unwrap()
+    );
     let c = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f3"]))], &p, at(100)).await.unwrap().remove(0);
     assert_eq!(c.episode_ids, a.episode_ids);
     // a repeat notification joins however late it comes,
@@ -144,14 +161,29 @@ async fn claims_respect_caps_and_quotas(s: &dyn Store) {
     assert!(s.claim("w2", 10, &lim, ttl, at(2)).await.unwrap().is_empty(), "the cap holds across workers");
     // Finishing one frees a slot; alpha is still at its quota, so nothing more of alpha.
     let beta = first.iter().find(|c| c.investigation.team == "beta").unwrap();
-    s.transition(&beta.lease, State::Completed, &[], true, None, at(3)).await.unwrap();
+    s.transition(
+        &beta.lease,
+        &Transition { to: Some(State::Completed), events: &[], release: true, summary: None, failure: false },
+        at(3),
+    )
+    .await
+    .unwrap();
     assert!(s.claim("w2", 10, &lim, ttl, at(4)).await.unwrap().is_empty());
     let alpha = &first[0];
-    s.transition(&alpha.lease, State::Completed, &[], true, None, at(5)).await.unwrap();
+    s.transition(
+        &alpha.lease,
+        &Transition { to: Some(State::Completed), events: &[], release: true, summary: None, failure: false },
+        at(5),
+    )
+    .await
+    .unwrap();
     let next = s.claim("w2", 10, &lim, ttl, at(6)).await.unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].investigation.team, "alpha");
-    let queued = s.list_investigations(&InvestigationFilter { state: Some(State::Queued), limit: 100, ..Default::default() }).await.unwrap();
+    let queued = s
+        .list_investigations(&InvestigationFilter { state: Some(State::Queued), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(queued.len(), 2, "work over the limits stays queued");
 }
 
@@ -169,12 +201,34 @@ async fn leases_fence_writes_and_expire(s: &dyn Store) {
     // The old holder can no longer renew or write anything.
     assert!(!s.renew(&c1.lease, ttl, at(17)).await.unwrap());
     let late = [EventBody::new("investigation.completed", serde_json::json!({}))];
-    assert!(!s.transition(&c1.lease, State::Completed, &late, true, None, at(17)).await.unwrap());
-    assert!(s.transition(&c2.lease, State::Completed, &late, true, Some("ok"), at(18)).await.unwrap());
+    assert!(
+        !s.transition(
+            &c1.lease,
+            &Transition { to: Some(State::Completed), events: &late, release: true, summary: None, failure: false },
+            at(17)
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.transition(
+            &c2.lease,
+            &Transition {
+                to: Some(State::Completed),
+                events: &late,
+                release: true,
+                summary: Some("ok"),
+                failure: false
+            },
+            at(18)
+        )
+        .await
+        .unwrap()
+    );
     let inv = s.investigation(&c2.lease.investigation_id).await.unwrap().unwrap();
     assert_eq!((inv.state, inv.worker, inv.summary.as_deref(), inv.attempts), (State::Completed, None, Some("ok"), 2));
-    let completed = s.events(&inv.id, 0, 10).await.unwrap().iter().filter(|e| e.kind == "investigation.completed").count();
-    assert_eq!(completed, 1);
+    let kinds: Vec<String> = s.events(&inv.id, 0, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["alert.received", "investigation.started", "investigation.resumed", "investigation.completed"]);
 }
 
 async fn events_are_ordered_and_resumable(s: &dyn Store) {
@@ -184,12 +238,21 @@ async fn events_are_ordered_and_resumable(s: &dyn Store) {
     let mut rx = s.subscribe();
     let c = s.claim("w", 1, &limits(10, 10), Duration::from_secs(30), at(1)).await.unwrap().remove(0);
     let evs: Vec<EventBody> = (0..5).map(|i| EventBody::new("step", serde_json::json!({"i": i}))).collect();
-    assert!(s.transition(&c.lease, State::Running, &evs, false, None, at(2)).await.unwrap());
+    assert!(
+        s.transition(
+            &c.lease,
+            &Transition { to: Some(State::Running), events: &evs, release: false, summary: None, failure: false },
+            at(2)
+        )
+        .await
+        .unwrap()
+    );
     assert_eq!(&rx.recv().await.unwrap(), id, "subscribers hear about new events");
     let all = s.events(id, 0, 100).await.unwrap();
     let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
-    let tail = s.events(id, 4, 100).await.unwrap();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!((all[0].kind.as_str(), all[1].kind.as_str()), ("alert.received", "investigation.started"));
+    let tail = s.events(id, 5, 100).await.unwrap();
     assert_eq!(tail.iter().map(|e| e.data["i"].as_i64().unwrap()).collect::<Vec<_>>(), [3, 4]);
 }
 

@@ -54,6 +54,7 @@ CREATE TABLE investigations (
     finished_at      BIGINT,
     resolved_at      BIGINT,
     attempts         BIGINT NOT NULL DEFAULT 0,
+    failures         BIGINT NOT NULL DEFAULT 0,
     lease_owner      TEXT,
     lease_expires_at BIGINT,
     summary          TEXT,

@@ -54,6 +54,7 @@ CREATE TABLE investigations (
     finished_at      INTEGER,
     resolved_at      INTEGER,
     attempts         INTEGER NOT NULL DEFAULT 0,
+    failures         INTEGER NOT NULL DEFAULT 0,
     lease_owner      TEXT,
     lease_expires_at INTEGER,
     summary          TEXT,

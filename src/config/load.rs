@@ -11,8 +11,8 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IntakeConfig, LogConfig,
-    LogFormat, OnResolved, PagerDutyAuth, StoreConfig, TlsConfig,
+    BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IntakeConfig, LogConfig, LogFormat, OnResolved,
+    PagerDutyAuth, StoreConfig, TlsConfig,
 };
 
 /// Values given as command-line flags; they win over file and environment.
@@ -100,11 +100,8 @@ pub fn load(overrides: &Overrides, env: Option<HashMap<String, String>>) -> Resu
     if let Some(path) = &overrides.config_file {
         builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
     }
-    let mut environment = Environment::with_prefix("INQUEST")
-        .prefix_separator("_")
-        .separator("__")
-        .try_parsing(true)
-        .list_separator(",");
+    let mut environment =
+        Environment::with_prefix("INQUEST").prefix_separator("_").separator("__").try_parsing(true).list_separator(",");
     for key in LIST_KEYS {
         environment = environment.with_list_parse_key(key);
     }
@@ -121,9 +118,9 @@ pub fn load(overrides: &Overrides, env: Option<HashMap<String, String>>) -> Resu
                 .map_err(|e| ConfigErrors(vec![ConfigError { key: key.into(), message: e.to_string() }]))?;
         }
     }
-    let raw = builder.build().map_err(|e| {
-        ConfigErrors(vec![ConfigError { key: "(source)".into(), message: e.to_string() }])
-    })?;
+    let raw = builder
+        .build()
+        .map_err(|e| ConfigErrors(vec![ConfigError { key: "(source)".into(), message: e.to_string() }]))?;
     from_raw(&raw)
 }
 
@@ -131,16 +128,20 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     let mut r = Reader { raw, errors: Vec::new() };
     r.reject_unknown_keys();
 
-    let listen = r.parsed("listen", "127.0.0.1:7400", |s| s.parse::<SocketAddr>().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:7400: {e}")))
+    let listen = r
+        .parsed("listen", "127.0.0.1:7400", |s| {
+            s.parse::<SocketAddr>().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:7400: {e}"))
+        })
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7400)));
     let data_dir = PathBuf::from(r.or("data_dir", "./.inquest".to_string()));
     let log = LogConfig {
-        format: r.parsed("log.format", "text", |s| match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("`{other}` is not a log format; use `text` or `json`")),
-        })
-        .unwrap_or(LogFormat::Text),
+        format: r
+            .parsed("log.format", "text", |s| match s {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                other => Err(format!("`{other}` is not a log format; use `text` or `json`")),
+            })
+            .unwrap_or(LogFormat::Text),
         level: r.or("log.level", "info".to_string()),
     };
     let tls = match (r.opt::<String>("tls.cert_file"), r.opt::<String>("tls.key_file")) {
@@ -157,14 +158,15 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     };
     let default_store_url = format!("sqlite://{}", data_dir.join("inquest.db").display());
     let store = StoreConfig {
-        url: r.parsed("store.url", &default_store_url, |s| {
-            if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
-                Ok(s.to_string())
-            } else {
-                Err("must start with `sqlite:` or `postgres://`".to_string())
-            }
-        })
-        .unwrap_or(default_store_url.clone()),
+        url: r
+            .parsed("store.url", &default_store_url, |s| {
+                if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                    Ok(s.to_string())
+                } else {
+                    Err("must start with `sqlite:` or `postgres://`".to_string())
+                }
+            })
+            .unwrap_or(default_store_url.clone()),
         max_connections: r.positive("store.max_connections", 8),
     };
 
@@ -188,19 +190,16 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
         service_label: r.or("episodes.service_label", "service".to_string()),
         default_team: r.or("episodes.default_team", "unassigned".to_string()),
         cooldown: r.duration("episodes.cooldown", "30m"),
-        on_resolved: r.parsed("episodes.on_resolved", "continue", |s| match s {
-            "continue" => Ok(OnResolved::Continue),
-            "cancel_if_not_started" => Ok(OnResolved::CancelIfNotStarted),
-            other => Err(format!("`{other}` is not a choice; use `continue` or `cancel_if_not_started`")),
-        })
-        .unwrap_or(OnResolved::Continue),
+        on_resolved: r
+            .parsed("episodes.on_resolved", "continue", |s| match s {
+                "continue" => Ok(OnResolved::Continue),
+                "cancel_if_not_started" => Ok(OnResolved::CancelIfNotStarted),
+                other => Err(format!("`{other}` is not a choice; use `continue` or `cancel_if_not_started`")),
+            })
+            .unwrap_or(OnResolved::Continue),
     };
 
-    let default_worker = format!(
-        "{}-{}",
-        gethostname::gethostname().to_string_lossy(),
-        std::process::id()
-    );
+    let default_worker = format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id());
     let engine = EngineConfig {
         worker_id: r.or("engine.worker_id", default_worker),
         slots: r.positive("engine.slots", 32),
@@ -294,9 +293,7 @@ impl Reader<'_> {
             collect_keys("", &table, &mut found);
         }
         for key in found {
-            let known = KNOWN_KEYS.iter().any(|k| {
-                if k.ends_with('.') { key.starts_with(k) } else { key == *k }
-            });
+            let known = KNOWN_KEYS.iter().any(|k| if k.ends_with('.') { key.starts_with(k) } else { key == *k });
             if !known && !CLI_ONLY_KEYS.contains(&key.as_str()) {
                 self.error(&key, "unknown setting (see deploy/inquest.example.toml)");
             }
@@ -379,11 +376,7 @@ mod tests {
         let cfg = load(&overrides, env(&[("INQUEST_ENGINE__SLOTS", "5")])).unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:1");
         assert_eq!(cfg.engine.slots, 5);
-        let overrides = Overrides {
-            config_file: Some(file),
-            listen: Some("127.0.0.1:2".into()),
-            ..Default::default()
-        };
+        let overrides = Overrides { config_file: Some(file), listen: Some("127.0.0.1:2".into()), ..Default::default() };
         let cfg = load(&overrides, env(&[("INQUEST_LISTEN", "127.0.0.1:3")])).unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:2");
     }
@@ -405,14 +398,7 @@ mod tests {
         let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
             keys,
-            [
-                "no_such_thing",
-                "listen",
-                "store.url",
-                "episodes.on_resolved",
-                "engine.slots",
-                "engine.lease_ttl"
-            ]
+            ["no_such_thing", "listen", "store.url", "episodes.on_resolved", "engine.slots", "engine.lease_ttl"]
         );
     }
 
@@ -447,10 +433,7 @@ mod tests {
     fn redacted_hides_secrets() {
         let cfg = load(
             &Overrides::default(),
-            env(&[
-                ("INQUEST_INTAKE__GRAFANA__HMAC_SECRET", "hunter2"),
-                ("INQUEST_STORE__URL", "postgres://u:pw@h/db"),
-            ]),
+            env(&[("INQUEST_INTAKE__GRAFANA__HMAC_SECRET", "hunter2"), ("INQUEST_STORE__URL", "postgres://u:pw@h/db")]),
         )
         .unwrap();
         let text = cfg.redacted().to_string();

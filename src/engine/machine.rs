@@ -85,15 +85,18 @@ impl EventBody {
 /// The transition function. Inputs that make no sense in a state change nothing and
 /// ask for nothing, so a late or repeated input is harmless.
 pub fn step(state: State, input: &Input) -> (State, Vec<Command>) {
-    use serde_json::json;
     use Command::*;
+    use serde_json::json;
     match (state, input) {
         (State::Queued, Input::Claimed { owner, attempt, previous_owner }) => {
             let kind = if previous_owner.is_some() { "investigation.resumed" } else { "investigation.started" };
             (
                 State::Running,
                 vec![
-                    Record(EventBody::new(kind, json!({"worker": owner, "attempt": attempt, "previous_worker": previous_owner}))),
+                    Record(EventBody::new(
+                        kind,
+                        json!({"worker": owner, "attempt": attempt, "previous_worker": previous_owner}),
+                    )),
                     StartWork,
                 ],
             )
@@ -129,7 +132,10 @@ pub fn step(state: State, input: &Input) -> (State, Vec<Command>) {
         }
         (State::Running, Input::Suspend) => (
             State::Queued,
-            vec![Record(EventBody::new("investigation.suspended", json!({"reason": "worker shutting down"}))), ReleaseLease],
+            vec![
+                Record(EventBody::new("investigation.suspended", json!({"reason": "worker shutting down"}))),
+                ReleaseLease,
+            ],
         ),
         (s, Input::AlertsAttached { alert_ids }) => (
             s,
@@ -200,7 +206,11 @@ mod tests {
         ];
         for (from, input, to, expected) in table {
             let (state, cmds) = step(from, input);
-            assert_eq!((state, kinds(&cmds)), (to, expected.iter().map(|s| s.to_string()).collect()), "{from:?} x {input:?}");
+            assert_eq!(
+                (state, kinds(&cmds)),
+                (to, expected.iter().map(|s| s.to_string()).collect()),
+                "{from:?} x {input:?}"
+            );
         }
     }
 

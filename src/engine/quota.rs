@@ -14,7 +14,11 @@ pub struct Limits {
 
 impl Limits {
     pub fn from_config(cfg: &EngineConfig) -> Limits {
-        Limits { max_running: cfg.max_running, team_max_running: cfg.team_max_running, team_quotas: cfg.team_quotas.clone() }
+        Limits {
+            max_running: cfg.max_running,
+            team_max_running: cfg.team_max_running,
+            team_quotas: cfg.team_quotas.clone(),
+        }
     }
 
     fn team_limit(&self, team: &str) -> u32 {
@@ -24,7 +28,12 @@ impl Limits {
 
 /// Picks, in order, the candidates (given by team) that may start now. Work over a
 /// limit stays queued, never dropped; a later claim takes it.
-pub fn select(candidate_teams: &[&str], running_by_team: &HashMap<String, u32>, limits: &Limits, capacity: usize) -> Vec<usize> {
+pub fn select(
+    candidate_teams: &[&str],
+    running_by_team: &HashMap<String, u32>,
+    limits: &Limits,
+    capacity: usize,
+) -> Vec<usize> {
     let mut running_total: u32 = running_by_team.values().sum();
     let mut per_team = running_by_team.clone();
     let mut chosen = Vec::new();
@@ -55,7 +64,9 @@ mod tests {
             team_quotas: BTreeMap::from([("big".to_string(), 3), ("frozen".to_string(), 0)]),
         };
         let none = HashMap::new();
-        let cases: Vec<(Vec<&str>, HashMap<String, u32>, usize, Vec<usize>)> = vec![
+        // (candidate teams, running per team, capacity, chosen indexes)
+        type Case<'a> = (Vec<&'a str>, HashMap<String, u32>, usize, Vec<usize>);
+        let cases: Vec<Case> = vec![
             (vec!["a", "a", "a", "b"], none.clone(), 10, vec![0, 1, 3]),
             (vec!["big", "big", "big", "big"], none.clone(), 10, vec![0, 1, 2]),
             (vec!["frozen", "a"], none.clone(), 10, vec![1]),

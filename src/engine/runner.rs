@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::machine::{Command, EventBody, Input, State, step};
+
 use super::quota::Limits;
 use super::work::{Investigator, WorkContext};
 use crate::clock::Clock;
 use crate::config::EngineConfig;
-use crate::store::{Claim, Lease, Store, StoreError};
+use crate::store::{Claim, Lease, Store, StoreError, Transition};
 
 pub struct Runner {
     store: Arc<dyn Store>,
@@ -27,7 +28,12 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(store: Arc<dyn Store>, investigator: Arc<dyn Investigator>, clock: Arc<dyn Clock>, cfg: EngineConfig) -> Runner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        investigator: Arc<dyn Investigator>,
+        clock: Arc<dyn Clock>,
+        cfg: EngineConfig,
+    ) -> Runner {
         let limits = Limits::from_config(&cfg);
         Runner { store, investigator, clock, cfg, limits, wake: Arc::new(Notify::new()) }
     }
@@ -47,7 +53,11 @@ impl Runner {
             let capacity = self.cfg.slots.saturating_sub(tasks.len());
             let mut full_batch = false;
             if capacity > 0 {
-                match self.store.claim(&self.cfg.worker_id, capacity, &self.limits, self.cfg.lease_ttl, self.clock.now()).await {
+                match self
+                    .store
+                    .claim(&self.cfg.worker_id, capacity, &self.limits, self.cfg.lease_ttl, self.clock.now())
+                    .await
+                {
                     Ok(claims) => {
                         full_batch = claims.len() == capacity;
                         for claim in claims {
@@ -74,30 +84,32 @@ impl Runner {
             }
         }
         info!(running = tasks.len(), grace = ?self.cfg.grace_period, "runner draining");
-        let drained = tokio::time::timeout(self.cfg.grace_period, async { while tasks.join_next().await.is_some() {} }).await;
+        let drained =
+            tokio::time::timeout(self.cfg.grace_period, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             suspend.cancel();
             // Suspending only writes one transition each; give it a bounded moment.
-            let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} })
+                .await;
         }
         info!("runner stopped");
     }
 
     async fn run_one(self: Arc<Self>, claim: Claim, suspend: CancellationToken) {
+        // The claim itself recorded `started`/`resumed` and put the row in `running`.
         let lease = claim.lease.clone();
-        let claimed = Input::Claimed {
-            owner: lease.worker.clone(),
-            attempt: u32::try_from(lease.epoch).unwrap_or(u32::MAX),
-            previous_owner: claim.previous_owner.clone(),
-        };
-        let (state, commands) = step(claim.prior_state, &claimed);
-        let (events, start, _) = split(commands);
-        if !self.commit(&lease, state, events, false, None).await || !start {
+        if !claim.start {
             return;
         }
 
         let lost = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.store.clone(), self.clock.clone(), lease.clone(), self.cfg.lease_ttl, lost.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            self.clock.clone(),
+            lease.clone(),
+            self.cfg.lease_ttl,
+            lost.clone(),
+        ));
         let ctx = WorkContext { investigation: claim.investigation, store: self.store.clone() };
         let result = tokio::select! {
             r = self.investigator.investigate(&ctx) => Some(r),
@@ -117,23 +129,30 @@ impl Runner {
             }
             Some(Err(error)) => {
                 warn!(%error, "investigation work failed");
-                let attempt = u32::try_from(lease.epoch).unwrap_or(u32::MAX);
-                (Vec::new(), Input::WorkFailed { error: error.to_string(), attempt, max_attempts: self.cfg.max_attempts }, None)
+                let attempt = u32::try_from(claim.failures + 1).unwrap_or(u32::MAX);
+                (
+                    Vec::new(),
+                    Input::WorkFailed { error: error.to_string(), attempt, max_attempts: self.cfg.max_attempts },
+                    None,
+                )
             }
             None => (Vec::new(), Input::Suspend, None),
         };
+        let failure = matches!(input, Input::WorkFailed { .. });
         let (state, commands) = step(State::Running, &input);
-        let (more, _, release) = split(commands);
+        let (more, release) = split(commands);
         events.extend(more);
-        if self.commit(&lease, state, events, release, summary.as_deref()).await {
+        let change = Transition { to: Some(state), events: &events, release, summary: summary.as_deref(), failure };
+        if self.commit(&lease, &change).await {
             info!(state = state.as_str(), "investigation step recorded");
         }
     }
 
     /// Writes a transition under the lease, retrying transient store errors. `false`
     /// means the lease is gone (or the store stayed down), and the work must stop.
-    async fn commit(&self, lease: &Lease, to: State, events: Vec<EventBody>, release: bool, summary: Option<&str>) -> bool {
-        let attempt = || async { self.store.transition(lease, to, &events, release, summary, self.clock.now()).await };
+    async fn commit(&self, lease: &Lease, change: &Transition<'_>) -> bool {
+        let to = change.to.map_or("unchanged", State::as_str);
+        let attempt = || async { self.store.transition(lease, change, self.clock.now()).await };
         let result = attempt
             .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(5))
             .when(|e: &StoreError| matches!(e, StoreError::Database(_)))
@@ -142,7 +161,7 @@ impl Runner {
         match result {
             Ok(true) => true,
             Ok(false) => {
-                warn!(to = to.as_str(), "lease lost before the transition was recorded; dropping it");
+                warn!(to, "lease lost before the transition was recorded; dropping it");
                 false
             }
             Err(error) => {
@@ -170,16 +189,17 @@ async fn heartbeat(store: Arc<dyn Store>, clock: Arc<dyn Clock>, lease: Lease, t
     }
 }
 
-/// Separates commands into events to record, whether to start work, whether to release.
-fn split(commands: Vec<Command>) -> (Vec<EventBody>, bool, bool) {
+/// Separates commands into events to record and whether to release the lease.
+/// (`StartWork` only follows a claim, which the store handles.)
+fn split(commands: Vec<Command>) -> (Vec<EventBody>, bool) {
     let mut events = Vec::new();
-    let (mut start, mut release) = (false, false);
+    let mut release = false;
     for c in commands {
         match c {
             Command::Record(e) => events.push(e),
-            Command::StartWork => start = true,
+            Command::StartWork => {}
             Command::ReleaseLease => release = true,
         }
     }
-    (events, start, release)
+    (events, release)
 }

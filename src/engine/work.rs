@@ -50,14 +50,13 @@ impl Investigator for PlaceholderInvestigator {
         let inv = &ctx.investigation;
         let alerts = ctx.store.episode_alerts(&inv.episode_id, 50).await?;
         let firing = alerts.iter().filter(|a| a.status == "firing").count();
-        let mut labels = std::collections::BTreeMap::new();
+        // Each label with the distinct values it takes across the episode's alerts.
+        let mut labels: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
         for a in &alerts {
             for (k, v) in &a.labels {
-                labels.entry(k.clone()).or_insert_with(Vec::new);
-                if let Some(vals) = labels.get_mut(k) {
-                    if !vals.contains(v) {
-                        vals.push(v.clone());
-                    }
+                let values = labels.entry(k.as_str()).or_default();
+                if !values.contains(&v.as_str()) {
+                    values.push(v.as_str());
                 }
             }
         }

@@ -83,23 +83,16 @@ pub(crate) fn normalize(
         }
         let starts_at = parse_time(&at("startsAt"), item.starts_at.as_deref())?;
         let ends_at = parse_time(&at("endsAt"), item.ends_at.as_deref())?;
-        let fingerprint = item
-            .fingerprint
-            .filter(|f| !f.is_empty())
-            .unwrap_or_else(|| labels_fingerprint(&item.labels));
+        let fingerprint =
+            item.fingerprint.filter(|f| !f.is_empty()).unwrap_or_else(|| labels_fingerprint(&item.labels));
         let mut labels = payload.common_labels.clone();
         labels.extend(item.labels);
         let mut annotations = payload.common_annotations.clone();
         annotations.extend(item.annotations);
         let started = starts_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         // A redelivery repeats group, fingerprint, status and start: the same key.
-        let dedup_key = digest(&[
-            source.as_str(),
-            group_key.as_deref().unwrap_or(""),
-            &fingerprint,
-            status.as_str(),
-            &started,
-        ]);
+        let dedup_key =
+            digest(&[source.as_str(), group_key.as_deref().unwrap_or(""), &fingerprint, status.as_str(), &started]);
         alerts.push(Alert {
             source,
             status,
@@ -128,10 +121,8 @@ pub(crate) fn normalize(
         .or_else(|| payload.group_labels.get("alertname").cloned())
         .or_else(|| alerts.first().and_then(|a| a.labels.get("alertname").cloned()))
         .unwrap_or_else(|| "alert".to_string());
-    let repeat = payload
-        .notification_reason
-        .as_deref()
-        .is_some_and(|r| r.eq_ignore_ascii_case("repeat interval elapsed"));
+    let repeat =
+        payload.notification_reason.as_deref().is_some_and(|r| r.eq_ignore_ascii_case("repeat interval elapsed"));
     Ok(Delivery { source, episode_key, title, repeat, alerts })
 }
 

@@ -17,7 +17,13 @@ use super::{Alert, AlertStatus, Delivery, ParseError, Source, digest, from_json,
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Body {
-    Many { alerts: Vec<serde_json::Value>, #[serde(default)] episode_key: Option<String>, #[serde(default)] title: Option<String> },
+    Many {
+        alerts: Vec<serde_json::Value>,
+        #[serde(default)]
+        episode_key: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+    },
     One(serde_json::Value),
 }
 
@@ -62,13 +68,16 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         let base = if prefix.is_empty() { String::new() } else { format!("{prefix}[{i}]") };
         let at = |f: &str| if base.is_empty() { f.to_string() } else { format!("{base}.{f}") };
         if !raw.is_object() {
-            return Err(ParseError::new(if base.is_empty() { "(body)".into() } else { base.clone() }, "must be a JSON object"));
+            return Err(ParseError::new(
+                if base.is_empty() { "(body)".into() } else { base.clone() },
+                "must be a JSON object",
+            ));
         }
         let item: Item = serde_json::from_value(raw.clone()).map_err(|e| {
             let msg = e.to_string();
             let field = super::missing_field(&msg)
-                .map(|f| at(f))
-                .or_else(|| unknown_field(&msg).map(|f| at(f)))
+                .map(&at)
+                .or_else(|| unknown_field(&msg).map(&at))
                 .unwrap_or_else(|| if base.is_empty() { "(body)".into() } else { base.clone() });
             ParseError::new(field, msg)
         })?;
@@ -82,7 +91,8 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         };
         let starts_at = parse_time(&at("starts_at"), item.starts_at.as_deref())?;
         let ends_at = parse_time(&at("ends_at"), item.ends_at.as_deref())?;
-        let fingerprint = item.fingerprint.filter(|f| !f.is_empty()).unwrap_or_else(|| labels_fingerprint(&item.labels));
+        let fingerprint =
+            item.fingerprint.filter(|f| !f.is_empty()).unwrap_or_else(|| labels_fingerprint(&item.labels));
         let dedup_key = match &item.dedup_key {
             Some(k) => digest(&["generic", "key", k, status.as_str()]),
             None => digest(&["generic", "body", &body_digest, &i.to_string()]),

@@ -74,7 +74,11 @@ mod tests {
             (Some(ep(0, None)), true, false, 1_000_000, open.clone()),
         ];
         for (prev, firing, repeat, now, expected) in cases {
-            assert_eq!(decide(prev.as_ref(), firing, repeat, now, cooldown), expected, "{prev:?} {firing} {repeat} {now}");
+            assert_eq!(
+                decide(prev.as_ref(), firing, repeat, now, cooldown),
+                expected,
+                "{prev:?} {firing} {repeat} {now}"
+            );
         }
     }
 }

@@ -68,10 +68,8 @@ pub fn parse(body: &[u8], delivery_id: Option<&str>) -> Result<Delivery, ParseEr
     };
     let occurred = parse_time("event.occurred_at", Some(&event.occurred_at))?;
     let title = incident.title.clone().unwrap_or_else(|| format!("PagerDuty incident {}", incident.id));
-    let mut labels = BTreeMap::from([
-        ("alertname".to_string(), title.clone()),
-        ("incident_id".to_string(), incident.id.clone()),
-    ]);
+    let mut labels =
+        BTreeMap::from([("alertname".to_string(), title.clone()), ("incident_id".to_string(), incident.id.clone())]);
     let optional = [
         ("service", incident.service.as_ref().and_then(|s| s.summary.clone())),
         ("team", incident.teams.first().and_then(|t| t.summary.clone())),
@@ -150,7 +148,9 @@ mod tests {
         let resolved = SAMPLE.replace("incident.triggered", "incident.resolved");
         let d = parse(resolved.as_bytes(), None).unwrap();
         assert_eq!(d.alerts[0].status, AlertStatus::Resolved);
-        let svc = SAMPLE.replace("incident.triggered", "service.updated").replace("\"resource_type\": \"incident\"", "\"resource_type\": \"service\"");
+        let svc = SAMPLE
+            .replace("incident.triggered", "service.updated")
+            .replace("\"resource_type\": \"incident\"", "\"resource_type\": \"service\"");
         assert_eq!(parse(svc.as_bytes(), None).unwrap_err().field, "event.event_type");
         assert_eq!(parse(br#"{"event":{"id":"x","event_type":"incident.triggered","resource_type":"incident","occurred_at":"2026-01-01T00:00:00Z","data":{}}}"#, None).unwrap_err().field, "event.data.id");
         assert_eq!(parse(br#"{"event":{}}"#, None).unwrap_err().field, "event.id");

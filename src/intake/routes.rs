@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -54,7 +54,12 @@ pub async fn receive(
 ) -> Response {
     let started = Instant::now();
     let Some(source) = Source::parse(&source) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no alert source `{source}`; use alertmanager, grafana, pagerduty or generic")).into_response();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no alert source `{source}`; use alertmanager, grafana, pagerduty or generic"),
+        )
+        .into_response();
     };
     let label = source.as_str();
     let limit = app.config.intake.max_body_bytes;
@@ -62,11 +67,17 @@ pub async fn receive(
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             app.metrics.alert(label, "too_large", 1);
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is over the limit of {limit} bytes")).into_response();
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over the limit of {limit} bytes"),
+            )
+            .into_response();
         }
         Err(e) => {
             app.metrics.alert(label, "bad_request", 1);
-            return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the body failed: {e}")).into_response();
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the body failed: {e}"))
+                .into_response();
         }
     };
     if let Err(e) = auth::authenticate(&app.config.intake, source, &headers, &bytes, Some(peer), app.clock.now()) {
@@ -83,18 +94,27 @@ pub async fn receive(
         Ok(d) => d,
         Err(e) => {
             app.metrics.alert(label, "bad_request", 1);
-            return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.message).with_field(e.field).into_response();
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.message)
+                .with_field(e.field)
+                .into_response();
         }
     };
     let (team, service) = route(&app, &delivery);
     let request = IngestRequest { delivery, team, service, body: String::from_utf8_lossy(&bytes).into_owned() };
     match app.writer.submit(request).await {
         Ok(outcome) => {
-            app.metrics.intake_latency.get_or_create(&SourceLabel { source: label.into() }).observe(started.elapsed().as_secs_f64());
+            app.metrics
+                .intake_latency
+                .get_or_create(&SourceLabel { source: label.into() })
+                .observe(started.elapsed().as_secs_f64());
             if !outcome.new_investigations.is_empty() {
                 info!(source = label, investigations = ?outcome.new_investigations, "opened investigations");
             }
-            let body = Accepted { alert_ids: outcome.alert_ids, episode_ids: outcome.episode_ids, duplicates: outcome.duplicates };
+            let body = Accepted {
+                alert_ids: outcome.alert_ids,
+                episode_ids: outcome.episode_ids,
+                duplicates: outcome.duplicates,
+            };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
         Err(e @ (WriteError::Store(_) | WriteError::Closed)) => {

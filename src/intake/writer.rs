@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use crate::clock::Clock;
@@ -37,6 +38,9 @@ pub struct IntakeWriter {
 
 impl IntakeWriter {
     /// Starts the writer. `new_work` is notified when a batch opened investigations.
+    /// Once `stop` is cancelled the writer takes nothing new (later submits get
+    /// `Closed`), answers everything already queued, and ends, even while handles
+    /// are still held by connections that have not finished.
     pub fn start(
         store: Arc<dyn Store>,
         policy: IngestPolicy,
@@ -44,10 +48,12 @@ impl IntakeWriter {
         clock: Arc<dyn Clock>,
         new_work: Arc<Notify>,
         metrics: Metrics,
+        stop: CancellationToken,
     ) -> (IntakeWriter, JoinHandle<()>) {
         // Room for a few batches; beyond that, handlers wait (backpressure).
         let (tx, rx) = mpsc::channel(batch_max * 4);
-        let task = tokio::spawn(run(store, policy, batch_max, clock, new_work, metrics, rx));
+        let writer = Writer { store, policy, batch_max, clock, new_work, metrics };
+        let task = tokio::spawn(writer.run(rx, stop));
         (IntakeWriter { tx }, task)
     }
 
@@ -59,42 +65,62 @@ impl IntakeWriter {
     }
 }
 
-async fn run(
+/// The writer task's state.
+struct Writer {
     store: Arc<dyn Store>,
     policy: IngestPolicy,
     batch_max: usize,
     clock: Arc<dyn Clock>,
     new_work: Arc<Notify>,
     metrics: Metrics,
-    mut rx: mpsc::Receiver<Job>,
-) {
-    let mut jobs = Vec::with_capacity(batch_max);
-    while rx.recv_many(&mut jobs, batch_max).await > 0 {
-        let (requests, replies): (Vec<IngestRequest>, Vec<_>) = jobs.drain(..).map(|j| (j.request, j.reply)).unzip();
-        debug!(batch = requests.len(), "storing a batch of deliveries");
-        match store.ingest(&requests, &policy, clock.now()).await {
-            Ok(outcomes) => {
-                let mut opened = false;
-                for ((req, reply), outcome) in requests.iter().zip(replies).zip(outcomes) {
-                    let source = req.delivery.source.as_str();
-                    let new = outcome.alert_ids.len().saturating_sub(outcome.duplicates) as u64;
-                    metrics.alert(source, "accepted", new);
-                    metrics.alert(source, "duplicate", outcome.duplicates as u64);
-                    metrics.episodes.get_or_create(&SourceLabel { source: source.into() }).inc_by(outcome.new_episodes as u64);
-                    metrics.investigations_created.inc_by(outcome.new_investigations.len() as u64);
-                    opened |= !outcome.new_investigations.is_empty();
-                    // The handler may have gone (client hung up); the data is stored anyway.
-                    let _ = reply.send(Ok(outcome));
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
+        let Writer { store, policy, batch_max, clock, new_work, metrics } = self;
+        let mut jobs = Vec::with_capacity(batch_max);
+        loop {
+            let received = tokio::select! {
+                n = rx.recv_many(&mut jobs, batch_max) => n,
+                _ = stop.cancelled(), if !rx.is_closed() => {
+                    // Refuse new work; what is queued is still received and answered.
+                    rx.close();
+                    continue;
                 }
-                if opened {
-                    new_work.notify_one();
-                }
+            };
+            if received == 0 {
+                break;
             }
-            Err(e) => {
-                error!(error = %e, batch = requests.len(), "storing a batch failed; answering 503");
-                for (req, reply) in requests.iter().zip(replies) {
-                    metrics.alert(req.delivery.source.as_str(), "unavailable", req.delivery.alerts.len() as u64);
-                    let _ = reply.send(Err(WriteError::Store(e.to_string())));
+            let (requests, replies): (Vec<IngestRequest>, Vec<_>) =
+                jobs.drain(..).map(|j| (j.request, j.reply)).unzip();
+            debug!(batch = requests.len(), "storing a batch of deliveries");
+            match store.ingest(&requests, &policy, clock.now()).await {
+                Ok(outcomes) => {
+                    let mut opened = false;
+                    for ((req, reply), outcome) in requests.iter().zip(replies).zip(outcomes) {
+                        let source = req.delivery.source.as_str();
+                        let new = outcome.alert_ids.len().saturating_sub(outcome.duplicates) as u64;
+                        metrics.alert(source, "accepted", new);
+                        metrics.alert(source, "duplicate", outcome.duplicates as u64);
+                        metrics
+                            .episodes
+                            .get_or_create(&SourceLabel { source: source.into() })
+                            .inc_by(outcome.new_episodes as u64);
+                        metrics.investigations_created.inc_by(outcome.new_investigations.len() as u64);
+                        opened |= !outcome.new_investigations.is_empty();
+                        // The handler may have gone (client hung up); the data is stored anyway.
+                        let _ = reply.send(Ok(outcome));
+                    }
+                    if opened {
+                        new_work.notify_one();
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, batch = requests.len(), "storing a batch failed; answering 503");
+                    for (req, reply) in requests.iter().zip(replies) {
+                        metrics.alert(req.delivery.source.as_str(), "unavailable", req.delivery.alerts.len() as u64);
+                        let _ = reply.send(Err(WriteError::Store(e.to_string())));
+                    }
                 }
             }
         }

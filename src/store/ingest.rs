@@ -47,7 +47,10 @@ impl SqlStore {
             keys.sort_unstable();
             keys.dedup();
             for key in keys {
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
 
@@ -126,7 +129,11 @@ impl SqlStore {
                     let state = investigation.as_ref().map(|_| State::Queued);
                     views.insert(
                         d.episode_key.clone(),
-                        Some(EpisodeView { id: episode_id.clone(), last_alert_at_ms: now_ms, investigation_state: state }),
+                        Some(EpisodeView {
+                            id: episode_id.clone(),
+                            last_alert_at_ms: now_ms,
+                            investigation_state: state,
+                        }),
                     );
                     (episode_id, investigation.map(|i| (i, true)))
                 }
@@ -166,7 +173,11 @@ impl SqlStore {
                 seen.insert(alert.dedup_key.clone(), (id.clone(), episode_id.clone()));
             }
             let mut new_iter = new_ids.into_iter();
-            out.alert_ids = ids.into_iter().map(|id| id.or_else(|| new_iter.next())).collect::<Option<Vec<_>>>().unwrap_or_default();
+            out.alert_ids = ids
+                .into_iter()
+                .map(|id| id.or_else(|| new_iter.next()))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default();
             push_unique(&mut out.episode_ids, episode_id);
             outcomes.push(out);
         }
@@ -202,7 +213,10 @@ async fn latest_episode(tx: &mut Transaction<'static, Any>, key: &str) -> Result
 }
 
 async fn episode_investigation(tx: &mut Transaction<'static, Any>, episode_id: &str) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT investigation_id FROM episodes WHERE id = $1").bind(episode_id).fetch_one(&mut **tx).await?;
+    let row = sqlx::query("SELECT investigation_id FROM episodes WHERE id = $1")
+        .bind(episode_id)
+        .fetch_one(&mut **tx)
+        .await?;
     Ok(row.try_get(0)?)
 }
 

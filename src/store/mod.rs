@@ -76,14 +76,38 @@ pub struct Lease {
     pub epoch: i64,
 }
 
-/// An investigation a worker just claimed.
+/// An investigation a worker just claimed. The claim already recorded what the state
+/// machine said about it (`investigation.started` or `.resumed`), in the same
+/// transaction, so no attempt goes unlogged.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub lease: Lease,
     /// The state before the claim: `Queued`, or `Running` for a takeover.
     pub prior_state: State,
     pub previous_owner: Option<String>,
+    /// Whether the machine said to start work (always, for the states claims take).
+    pub start: bool,
+    /// Failed attempts so far; shutdowns and takeovers are not failures.
+    pub failures: i64,
     pub investigation: InvestigationSummary,
+}
+
+/// One step of a leased investigation, as the runner records it.
+#[derive(Debug, Clone, Default)]
+pub struct Transition<'a> {
+    pub to: Option<State>,
+    pub events: &'a [EventBody],
+    /// Give the lease up (the work is done, failed, or handed back).
+    pub release: bool,
+    pub summary: Option<&'a str>,
+    /// This step records a failed attempt.
+    pub failure: bool,
+}
+
+impl<'a> Transition<'a> {
+    pub fn to(state: State, events: &'a [EventBody]) -> Transition<'a> {
+        Transition { to: Some(state), events, ..Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -142,26 +166,30 @@ pub struct InvestigationFilter {
 pub trait Store: Send + Sync + 'static {
     /// Stores deliveries in one transaction (group commit) and answers per delivery.
     /// When this returns, everything it reports is durable.
-    async fn ingest(&self, batch: &[IngestRequest], policy: &IngestPolicy, now: DateTime<Utc>) -> Result<Vec<IngestOutcome>>;
+    async fn ingest(
+        &self,
+        batch: &[IngestRequest],
+        policy: &IngestPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IngestOutcome>>;
 
     /// Takes up to `capacity` investigations (queued, or running with an expired lease)
     /// within the limits, for `worker`, until `now + ttl`.
-    async fn claim(&self, worker: &str, capacity: usize, limits: &Limits, ttl: Duration, now: DateTime<Utc>) -> Result<Vec<Claim>>;
+    async fn claim(
+        &self,
+        worker: &str,
+        capacity: usize,
+        limits: &Limits,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>>;
 
     /// Extends a lease; `false` means it was lost (taken over or finished elsewhere).
     async fn renew(&self, lease: &Lease, ttl: Duration, now: DateTime<Utc>) -> Result<bool>;
 
-    /// Moves a leased investigation to `to` and appends `events`, atomically and only if
-    /// the lease still holds. `release` gives the lease up. `false`: the lease was lost.
-    async fn transition(
-        &self,
-        lease: &Lease,
-        to: State,
-        events: &[EventBody],
-        release: bool,
-        summary: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<bool>;
+    /// Applies `change` to a leased investigation, atomically and only if the lease
+    /// still holds. `false`: the lease was lost, nothing was written.
+    async fn transition(&self, lease: &Lease, change: &Transition<'_>, now: DateTime<Utc>) -> Result<bool>;
 
     async fn list_investigations(&self, filter: &InvestigationFilter) -> Result<Vec<InvestigationSummary>>;
     async fn investigation(&self, id: &str) -> Result<Option<InvestigationSummary>>;

@@ -20,9 +20,9 @@ use tokio::sync::broadcast;
 
 use super::{
     Claim, IngestOutcome, IngestPolicy, IngestRequest, InvestigationFilter, InvestigationSummary, Lease, Result, Store,
-    StoreError, StoredAlert, StoredEvent, from_ms, to_ms,
+    StoreError, StoredAlert, StoredEvent, Transition, from_ms, to_ms,
 };
-use crate::engine::{EventBody, Limits, State, quota};
+use crate::engine::{Command, EventBody, Input, Limits, State, quota, step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -44,13 +44,12 @@ impl SqlStore {
     /// Opens (creating if needed) and migrates the store at `url`.
     pub async fn open(url: &str, max_connections: u32) -> Result<SqlStore> {
         sqlx::any::install_default_drivers();
-        let open_err = |reason: String| StoreError::Open { url: super::super::config::redact_url(url), reason };
+        let open_err = |reason: String| StoreError::Open { url: crate::config::redact_url(url), reason };
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             let path = path.split('?').next().unwrap_or(path);
-            if path != ":memory:" {
-                if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|e| open_err(format!("creating {}: {e}", parent.display())))?;
-                }
+            let parent = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(parent) = parent.filter(|_| path != ":memory:") {
+                std::fs::create_dir_all(parent).map_err(|e| open_err(format!("creating {}: {e}", parent.display())))?;
             }
             let url = format!("sqlite://{path}?mode=rwc");
             let sqlite_pool = |n: u32| {
@@ -85,6 +84,9 @@ impl SqlStore {
                     Box::pin(async move {
                         // An answered alert must survive the server's crash: never relax this.
                         sqlx::query("SET synchronous_commit = on").execute(&mut *conn).await?;
+                        // A replica frozen inside a transaction must not hold the claim
+                        // lock (and with it every other replica) for longer than this.
+                        sqlx::query("SET idle_in_transaction_session_timeout = '10s'").execute(&mut *conn).await?;
                         Ok(())
                     })
                 })
@@ -140,13 +142,15 @@ pub(super) async fn append_events(
         return Ok(());
     }
     let n = events.len() as i64;
-    let row = sqlx::query("UPDATE investigations SET next_seq = next_seq + $2, updated_at = $3 WHERE id = $1 RETURNING next_seq")
-        .bind(investigation_id)
-        .bind(n)
-        .bind(now_ms)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("investigation {investigation_id} vanished")))?;
+    let row = sqlx::query(
+        "UPDATE investigations SET next_seq = next_seq + $2, updated_at = $3 WHERE id = $1 RETURNING next_seq",
+    )
+    .bind(investigation_id)
+    .bind(n)
+    .bind(now_ms)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("investigation {investigation_id} vanished")))?;
     let first = row.try_get::<i64, _>(0)? - n;
     insert_events(tx, investigation_id, first, events, now_ms).await
 }
@@ -159,14 +163,16 @@ async fn insert_events(
     now_ms: i64,
 ) -> Result<()> {
     for (i, e) in events.iter().enumerate() {
-        sqlx::query("INSERT INTO investigation_events (investigation_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(investigation_id)
-            .bind(first_seq + i as i64)
-            .bind(e.kind.as_str())
-            .bind(e.data.to_string())
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO investigation_events (investigation_id, seq, kind, data, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(investigation_id)
+        .bind(first_seq + i as i64)
+        .bind(e.kind.as_str())
+        .bind(e.data.to_string())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -183,7 +189,8 @@ fn summary_by_id_sql() -> &'static str {
 
 fn summary_from_row(row: &AnyRow) -> Result<InvestigationSummary> {
     let state: String = row.try_get("state")?;
-    let opt_time = |name: &str| -> Result<Option<DateTime<Utc>>> { Ok(row.try_get::<Option<i64>, _>(name)?.map(from_ms)) };
+    let opt_time =
+        |name: &str| -> Result<Option<DateTime<Utc>>> { Ok(row.try_get::<Option<i64>, _>(name)?.map(from_ms)) };
     Ok(InvestigationSummary {
         id: row.try_get("id")?,
         episode_id: row.try_get("episode_id")?,
@@ -209,13 +216,25 @@ fn json_map(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
 
 #[async_trait]
 impl Store for SqlStore {
-    async fn ingest(&self, batch: &[IngestRequest], policy: &IngestPolicy, now: DateTime<Utc>) -> Result<Vec<IngestOutcome>> {
+    async fn ingest(
+        &self,
+        batch: &[IngestRequest],
+        policy: &IngestPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IngestOutcome>> {
         let (outcomes, touched) = self.ingest_batch(batch, policy, now).await?;
         self.notify(touched);
         Ok(outcomes)
     }
 
-    async fn claim(&self, worker: &str, capacity: usize, limits: &Limits, ttl: Duration, now: DateTime<Utc>) -> Result<Vec<Claim>> {
+    async fn claim(
+        &self,
+        worker: &str,
+        capacity: usize,
+        limits: &Limits,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>> {
         if capacity == 0 {
             return Ok(Vec::new());
         }
@@ -225,21 +244,23 @@ impl Store for SqlStore {
             Backend::Postgres => {
                 // Serializes claims across replicas so the running counts below are exact.
                 sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
-                "SELECT id, team, state, lease_owner, attempts FROM investigations \
+                "SELECT id, team, state, lease_owner, attempts, failures FROM investigations \
                  WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= $1) \
                  ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
             }
             Backend::Sqlite => {
-                "SELECT id, team, state, lease_owner, attempts FROM investigations \
+                "SELECT id, team, state, lease_owner, attempts, failures FROM investigations \
                  WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= $1) \
                  ORDER BY created_at, id LIMIT $2"
             }
         };
         let mut running: HashMap<String, u32> = HashMap::new();
-        for row in sqlx::query("SELECT team, COUNT(*) FROM investigations WHERE state = 'running' AND lease_expires_at > $1 GROUP BY team")
-            .bind(now_ms)
-            .fetch_all(&mut *tx)
-            .await?
+        for row in sqlx::query(
+            "SELECT team, COUNT(*) FROM investigations WHERE state = 'running' AND lease_expires_at > $1 GROUP BY team",
+        )
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?
         {
             running.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u32);
         }
@@ -251,12 +272,14 @@ impl Store for SqlStore {
         let chosen = quota::select(&team_refs, &running, limits, capacity);
         let expires = now_ms + ttl.as_millis() as i64;
         let mut claimed = Vec::with_capacity(chosen.len());
+        let mut ids = Vec::new();
         for i in chosen {
             let row = &rows[i];
             let id: String = row.try_get("id")?;
             let state: String = row.try_get("state")?;
             let previous_owner: Option<String> = row.try_get("lease_owner")?;
             let attempts: i64 = row.try_get("attempts")?;
+            let failures: i64 = row.try_get("failures")?;
             let updated = sqlx::query(
                 "UPDATE investigations SET state = 'running', lease_owner = $2, lease_expires_at = $3, \
                  attempts = attempts + 1, started_at = COALESCE(started_at, $4), updated_at = $4 \
@@ -272,19 +295,41 @@ impl Store for SqlStore {
             if updated.rows_affected() != 1 {
                 continue;
             }
-            let row = sqlx::query(sqlx::AssertSqlSafe(summary_by_id_sql()))
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(summary_by_id_sql())).bind(&id).fetch_one(&mut *tx).await?;
             let prior_state = if state == "running" { State::Running } else { State::Queued };
+            let previous_owner = match prior_state {
+                // A running row always has an owner; "unknown" keeps a damaged one resumable.
+                State::Running => Some(previous_owner.unwrap_or_else(|| "unknown".to_string())),
+                _ => None,
+            };
+            let input = Input::Claimed {
+                owner: worker.to_string(),
+                attempt: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+                previous_owner: previous_owner.clone(),
+            };
+            let (_, commands) = step(prior_state, &input);
+            let mut events = Vec::new();
+            let mut start = false;
+            for c in commands {
+                match c {
+                    Command::Record(e) => events.push(e),
+                    Command::StartWork => start = true,
+                    Command::ReleaseLease => {}
+                }
+            }
+            append_events(&mut tx, &id, &events, now_ms).await?;
             claimed.push(Claim {
-                lease: Lease { investigation_id: id, worker: worker.to_string(), epoch: attempts + 1 },
+                lease: Lease { investigation_id: id.clone(), worker: worker.to_string(), epoch: attempts + 1 },
                 prior_state,
-                previous_owner: if prior_state == State::Running { previous_owner } else { None },
+                previous_owner,
+                start,
+                failures,
                 investigation: summary_from_row(&row)?,
             });
+            ids.push(id);
         }
         tx.commit().await?;
+        self.notify(ids);
         Ok(claimed)
     }
 
@@ -305,35 +350,30 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn transition(
-        &self,
-        lease: &Lease,
-        to: State,
-        events: &[EventBody],
-        release: bool,
-        summary: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
+    async fn transition(&self, lease: &Lease, change: &Transition<'_>, now: DateTime<Utc>) -> Result<bool> {
         let now_ms = to_ms(now);
+        let events = change.events;
         let n = events.len() as i64;
-        let finished = if to.is_terminal() { Some(now_ms) } else { None };
+        let finished = change.to.filter(|s| s.is_terminal()).map(|_| now_ms);
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "UPDATE investigations SET state = $4, next_seq = next_seq + $5, updated_at = $6, \
+            "UPDATE investigations SET state = COALESCE($4, state), next_seq = next_seq + $5, updated_at = $6, \
              finished_at = COALESCE($7, finished_at), summary = COALESCE($8, summary), \
              lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
-             lease_expires_at = CASE WHEN $9 = 1 THEN NULL ELSE lease_expires_at END \
+             lease_expires_at = CASE WHEN $9 = 1 THEN NULL ELSE lease_expires_at END, \
+             failures = failures + $10 \
              WHERE id = $1 AND lease_owner = $2 AND attempts = $3 RETURNING next_seq",
         )
         .bind(&lease.investigation_id)
         .bind(&lease.worker)
         .bind(lease.epoch)
-        .bind(to.as_str())
+        .bind(change.to.map(State::as_str))
         .bind(n)
         .bind(now_ms)
         .bind(finished)
-        .bind(summary)
-        .bind(i64::from(release))
+        .bind(change.summary)
+        .bind(i64::from(change.release))
+        .bind(i64::from(change.failure))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -421,7 +461,8 @@ impl Store for SqlStore {
     }
 
     async fn count_by_state(&self) -> Result<Vec<(State, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM investigations GROUP BY state").fetch_all(&self.read).await?;
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) FROM investigations GROUP BY state").fetch_all(&self.read).await?;
         let mut out = Vec::new();
         for r in rows {
             let s: String = r.try_get(0)?;

@@ -4,11 +4,11 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -117,7 +117,12 @@ pub struct EventsQuery {
     ),
     tag = "investigations"
 )]
-pub async fn events(State(app): State<AppState>, Path(id): Path<String>, Query(q): Query<EventsQuery>, headers: HeaderMap) -> Response {
+pub async fn events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
     match app.store.investigation(&id).await {
         Ok(Some(_)) => {}
         Ok(None) => return ApiError::not_found("such investigation").into_response(),
@@ -145,7 +150,12 @@ struct Tail {
     buffer: VecDeque<StoredEvent>,
 }
 
-fn event_stream(app: AppState, id: String, after: i64, rx: broadcast::Receiver<String>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn event_stream(
+    app: AppState,
+    id: String,
+    after: i64,
+    rx: broadcast::Receiver<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let tail = Tail { app, id, last: after, rx, buffer: VecDeque::new() };
     futures::stream::unfold(tail, |mut t| async move {
         loop {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -74,10 +75,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The longest an intake request may take, body upload included.
+const INTAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Every route of the agent role.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/alerts/{source}", post(crate::intake::routes::receive))
+        .route(
+            "/v1/alerts/{source}",
+            // A sender that stalls mid-body must not hold a connection (and shutdown)
+            // open indefinitely.
+            post(crate::intake::routes::receive)
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, INTAKE_TIMEOUT)),
+        )
         .route("/v1/investigations", get(api::list))
         .route("/v1/investigations/{id}", get(api::show))
         .route("/v1/investigations/{id}/events", get(api::events))
@@ -116,7 +126,8 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), tag = "operations")]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     match app.metrics.render(app.store.as_ref()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
 }

@@ -12,14 +12,16 @@ pub struct TestDb {
 }
 
 fn admin_url() -> String {
-    std::env::var("INQUEST_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    std::env::var("INQUEST_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
         let admin = admin_url();
         let name = format!("inquest_test_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = PgConnection::connect(&admin).await.expect("PostgreSQL must be running for the tests (see README)");
+        let mut conn =
+            PgConnection::connect(&admin).await.expect("PostgreSQL must be running for the tests (see README)");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
         conn.close().await.ok();
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();

@@ -36,10 +36,9 @@ impl TestServer {
         let task = tokio::spawn(inquest::app::run(config.clone(), listener, shutdown.clone()));
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
-                if r.status().is_success() {
-                    return TestServer { url, config, dir, shutdown, task: Some(task) };
-                }
+            let ready = client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
+            if ready {
+                return TestServer { url, config, dir, shutdown, task: Some(task) };
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
