@@ -11,8 +11,8 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IntakeConfig, LogConfig, LogFormat, OnResolved,
-    PagerDutyAuth, StoreConfig, TlsConfig,
+    BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IdentityConfig, IntakeConfig, LogConfig, LogFormat,
+    OidcConfig, OnResolved, PagerDutyAuth, RegistryConfig, StoreConfig, SvidConfig, TlsConfig,
 };
 
 /// Values given as command-line flags; they win over file and environment.
@@ -54,6 +54,9 @@ const LIST_KEYS: &[&str] = &[
     "intake.generic.bearer_tokens",
     "intake.grafana.bearer_tokens",
     "intake.pagerduty.signing_secrets",
+    "identity.oidc.algorithms",
+    "identity.extra_peers",
+    "registry.admins",
 ];
 
 /// Every key a config may hold; prefixes ending in `.` hold maps of user-chosen keys.
@@ -91,6 +94,25 @@ const KNOWN_KEYS: &[&str] = &[
     "engine.grace_period",
     "engine.max_attempts",
     "engine.simulated_work",
+    "identity.trust_domain",
+    "identity.svid.source",
+    "identity.svid.cert_file",
+    "identity.svid.key_file",
+    "identity.svid.bundle_file",
+    "identity.svid.socket",
+    "identity.oidc.issuer",
+    "identity.oidc.audience",
+    "identity.oidc.client_id",
+    "identity.oidc.client_secret",
+    "identity.oidc.groups_claim",
+    "identity.oidc.algorithms",
+    "identity.dev_login",
+    "identity.extra_peers",
+    "registry.public_url",
+    "registry.url",
+    "registry.admins",
+    "registry.approval_ttl",
+    "registry.probe_interval",
 ];
 
 /// Loads file, environment and flags. `env` replaces the process environment (tests
@@ -216,9 +238,65 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
         r.error("engine.lease_ttl", "must be at least 1s, or leases expire while work is healthy");
     }
 
-    let cfg = Config { listen, data_dir, log, tls, store, intake, episodes, engine };
+    let identity = identity(&mut r);
+    let default_url = format!("{}://{listen}", if tls.is_some() { "https" } else { "http" });
+    let registry = RegistryConfig {
+        public_url: r.or("registry.public_url", default_url.clone()).trim_end_matches('/').to_string(),
+        url: r.or("registry.url", default_url).trim_end_matches('/').to_string(),
+        admins: r.opt("registry.admins").unwrap_or_else(|| vec!["group:inquest-admins".to_string()]),
+        approval_ttl: r.duration("registry.approval_ttl", "1h"),
+        probe_interval: r.duration("registry.probe_interval", "30s"),
+    };
+
+    let cfg = Config { listen, data_dir, log, tls, store, intake, episodes, engine, identity, registry };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
+}
+
+fn identity(r: &mut Reader<'_>) -> IdentityConfig {
+    let svid = match r.or("identity.svid.source", "dev".to_string()).as_str() {
+        "dev" => SvidConfig::Dev,
+        "files" => {
+            let mut path = |key: &str| {
+                r.opt::<String>(key).map(PathBuf::from).unwrap_or_else(|| {
+                    r.error(key, "required when identity.svid.source = \"files\"");
+                    PathBuf::new()
+                })
+            };
+            SvidConfig::Files {
+                cert_file: path("identity.svid.cert_file"),
+                key_file: path("identity.svid.key_file"),
+                bundle_file: path("identity.svid.bundle_file"),
+            }
+        }
+        "workload_api" => SvidConfig::WorkloadApi {
+            socket: r.or("identity.svid.socket", "unix:///tmp/spire-agent/public/api.sock".to_string()),
+        },
+        other => {
+            r.error("identity.svid.source", format!("`{other}` is not a source; use dev, files or workload_api"));
+            SvidConfig::Dev
+        }
+    };
+    let oidc = r.opt::<String>("identity.oidc.issuer").map(|issuer| OidcConfig {
+        issuer: issuer.trim_end_matches('/').to_string(),
+        audience: r.or("identity.oidc.audience", "inquest".to_string()),
+        client_id: r.or("identity.oidc.client_id", "inquest".to_string()),
+        client_secret: r.opt::<String>("identity.oidc.client_secret").map(SecretString::from),
+        groups_claim: r.or("identity.oidc.groups_claim", "groups".to_string()),
+        algorithms: r.opt("identity.oidc.algorithms").unwrap_or_else(|| vec!["RS256".to_string(), "ES256".to_string()]),
+    });
+    if let Some(o) = &oidc {
+        if o.algorithms.iter().any(|a| a.eq_ignore_ascii_case("none") || a.starts_with("HS")) {
+            r.error("identity.oidc.algorithms", "only asymmetric algorithms may be pinned (never `none` or HS*)");
+        }
+    }
+    IdentityConfig {
+        trust_domain: r.or("identity.trust_domain", "inquest.local".to_string()),
+        svid,
+        oidc,
+        dev_login: r.or("identity.dev_login", true),
+        extra_peers: r.opt("identity.extra_peers").unwrap_or_default(),
+    }
 }
 
 /// Reads keys one at a time, remembering every failure instead of stopping at the first.

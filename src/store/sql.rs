@@ -31,9 +31,9 @@ pub enum Backend {
 }
 
 pub struct SqlStore {
-    pub(super) backend: Backend,
-    pub(super) write: AnyPool,
-    read: AnyPool,
+    pub(crate) backend: Backend,
+    pub(crate) write: AnyPool,
+    pub(crate) read: AnyPool,
     events_tx: broadcast::Sender<String>,
 }
 
@@ -110,7 +110,7 @@ impl SqlStore {
     }
 
     /// A write transaction that holds the database's write lock from its first statement.
-    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,

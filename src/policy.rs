@@ -1,0 +1,1 @@
+//! Pure authorization decisions over the registry policy (being written).

@@ -1,0 +1,9 @@
+//! (being written)
+
+use axum::Router;
+
+use super::RegistryState;
+
+pub fn routes() -> Router<RegistryState> {
+    Router::new()
+}
