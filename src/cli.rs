@@ -35,6 +35,19 @@ pub enum Command {
     All,
     /// The agent role: alert intake and investigations.
     Agent,
+    /// The registry role: server catalog, policy, approvals, audit, usage, web UI.
+    Registry,
+    /// Create a development CA and issue SVIDs for every role into the data dir.
+    DevCa {
+        /// Also issue an SVID for this SPIFFE ID (repeatable), e.g. for a test client.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+    /// The registry's append-only audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Send an alert payload to a running Inquest.
     Alert {
         #[command(subcommand)]
@@ -106,6 +119,12 @@ pub enum InvestigationsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of the audit log; exit non-zero at the first break.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use inquest::cli::{AlertCommand, Cli, Command, ConfigCommand, InvestigationsCommand};
+use inquest::cli::{AlertCommand, AuditCommand, Cli, Command, ConfigCommand, InvestigationsCommand};
 use inquest::config::{self, Config, Overrides};
 use inquest::{app, client, telemetry};
 
@@ -44,11 +44,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::All | Command::Agent => {
+        Command::All | Command::Agent | Command::Registry => {
             telemetry::init_logging(&cfg.log);
             serve(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::DevCa { ids } => inquest::identity::devca::command(&cfg, &ids),
+        Command::Audit { command: AuditCommand::Verify } => inquest::registry::audit::verify_command(&cfg).await,
         Command::Alert { command: AlertCommand::Send { source, file, url, token } } => {
             client::send_alert(&cfg, source, &file, url, token).await
         }

@@ -7,7 +7,11 @@
 mod support;
 
 mod api;
+mod approvals;
 mod durability;
+mod jwt;
+mod mtls;
 mod openapi;
+mod registry;
 mod replicas;
 mod store;
