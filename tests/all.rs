@@ -12,6 +12,7 @@ mod durability;
 mod jwt;
 mod mtls;
 mod openapi;
+mod prober;
 mod registry;
 mod replicas;
 mod store;
