@@ -285,10 +285,9 @@ fn identity(r: &mut Reader<'_>) -> IdentityConfig {
         groups_claim: r.or("identity.oidc.groups_claim", "groups".to_string()),
         algorithms: r.opt("identity.oidc.algorithms").unwrap_or_else(|| vec!["RS256".to_string(), "ES256".to_string()]),
     });
-    if let Some(o) = &oidc {
-        if o.algorithms.iter().any(|a| a.eq_ignore_ascii_case("none") || a.starts_with("HS")) {
-            r.error("identity.oidc.algorithms", "only asymmetric algorithms may be pinned (never `none` or HS*)");
-        }
+    let weak = |a: &String| a.eq_ignore_ascii_case("none") || a.to_ascii_uppercase().starts_with("HS");
+    if oidc.as_ref().is_some_and(|o| o.algorithms.iter().any(weak)) {
+        r.error("identity.oidc.algorithms", "only asymmetric algorithms may be pinned (never `none` or HS*)");
     }
     IdentityConfig {
         trust_domain: r.or("identity.trust_domain", "inquest.local".to_string()),

@@ -36,7 +36,12 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::Se
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|source| TlsError::Read { path: key_file.display().to_string(), source })?
         .ok_or_else(|| TlsError::Empty { path: key_file.display().to_string(), what: "private key" })?;
-    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+    // The provider is named: with both rustls backends in the dependency graph,
+    // `ServerConfig::builder()` cannot choose one and panics.
+    let mut cfg = rustls::ServerConfig::builder_with_provider(crate::identity::svid::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
