@@ -111,8 +111,13 @@ pub async fn probe(http: &reqwest::Client, url: &str, timeout: Duration) -> Prob
     }
 }
 
-async fn list_tools(http: &reqwest::Client, url: &str, lifecycle: ClientLifecycleMode) -> Result<Vec<ToolSnapshot>, String> {
-    let transport = StreamableHttpClientTransport::with_client(http.clone(), StreamableHttpClientTransportConfig::with_uri(url));
+async fn list_tools(
+    http: &reqwest::Client,
+    url: &str,
+    lifecycle: ClientLifecycleMode,
+) -> Result<Vec<ToolSnapshot>, String> {
+    let transport =
+        StreamableHttpClientTransport::with_client(http.clone(), StreamableHttpClientTransportConfig::with_uri(url));
     let client = ().serve_with_lifecycle(transport, lifecycle).await.map_err(|e| e.to_string())?;
     let listed = client.list_all_tools().await.map_err(|e| e.to_string());
     // Closing is best effort; the answer is what matters.
