@@ -1,0 +1,47 @@
+-- Approval requests and the hash-chained audit log (SQLite).
+-- Times are milliseconds since the epoch; JSON is stored as canonical text.
+
+CREATE TABLE approval_requests (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    requester_id TEXT NOT NULL,
+    requester    TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    policy       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    approvals    TEXT NOT NULL,
+    closed_by    TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    version      INTEGER NOT NULL
+);
+CREATE INDEX approval_requests_by_state ON approval_requests (state, created_at);
+CREATE INDEX approval_requests_by_expiry ON approval_requests (expires_at) WHERE state IN ('pending', 'approved');
+CREATE INDEX approval_requests_by_action ON approval_requests (requester_id, digest);
+
+-- hash = sha256_hex(prev_hash || canonical JSON of {seq, at, actor, action, subject, data}).
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    data      TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_subject ON audit_log (subject, seq);
+
+-- Append-only: changing the past takes dropping these first (and `inquest audit
+-- verify` still finds it).
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
