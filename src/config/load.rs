@@ -62,6 +62,7 @@ const LIST_KEYS: &[&str] = &[
 /// Every key a config may hold; prefixes ending in `.` hold maps of user-chosen keys.
 const KNOWN_KEYS: &[&str] = &[
     "listen",
+    "mesh_listen",
     "data_dir",
     "log.format",
     "log.level",
@@ -155,6 +156,11 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
             s.parse::<SocketAddr>().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:7400: {e}"))
         })
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7400)));
+    let mesh_listen = r
+        .parsed("mesh_listen", "127.0.0.1:7401", |s| {
+            s.parse::<SocketAddr>().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:7401: {e}"))
+        })
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7401)));
     let data_dir = PathBuf::from(r.or("data_dir", "./.inquest".to_string()));
     let log = LogConfig {
         format: r
@@ -248,7 +254,7 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
         probe_interval: r.duration("registry.probe_interval", "30s"),
     };
 
-    let cfg = Config { listen, data_dir, log, tls, store, intake, episodes, engine, identity, registry };
+    let cfg = Config { listen, mesh_listen, data_dir, log, tls, store, intake, episodes, engine, identity, registry };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
 }

@@ -22,6 +22,8 @@ pub use load::{ConfigError, ConfigErrors, Overrides, load};
 pub struct Config {
     /// The one listener every HTTP API and page is served on.
     pub listen: SocketAddr,
+    /// The mesh listener: role-to-role APIs over mTLS, peers authorized by SPIFFE ID.
+    pub mesh_listen: SocketAddr,
     /// Where the embedded store and generated files live.
     pub data_dir: PathBuf,
     pub log: LogConfig,
@@ -208,6 +210,7 @@ impl Config {
         }
         serde_json::json!({
             "listen": self.listen.to_string(),
+            "mesh_listen": self.mesh_listen.to_string(),
             "data_dir": self.data_dir.display().to_string(),
             "log": self.log,
             "tls": self.tls,

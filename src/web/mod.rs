@@ -1,6 +1,7 @@
 //! HTTP: one router for every API and page, served on one listener.
 
 pub mod api;
+pub mod auth;
 pub mod listener;
 pub mod openapi;
 
