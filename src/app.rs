@@ -1,21 +1,72 @@
-//! The composition root: picks the real implementations of every seam, wires the
+//! The composition root: picks the real implementation of every seam, wires the
 //! roles together, and runs them until shutdown.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use axum::Router;
+use axum::middleware::from_fn_with_state;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, SvidConfig};
 use crate::engine::{PlaceholderInvestigator, Runner};
+use crate::identity::mtls::{self, MtlsListener, MtlsPeer};
+use crate::identity::oidc::WebAuth;
+use crate::identity::{devca, svid};
 use crate::intake::writer::IntakeWriter;
+use crate::registry::authz::PolicyCache;
+use crate::registry::catalog::{CatalogStore, ProbeRecorder};
+use crate::registry::{self, RegistryState, approvals, prober};
 use crate::store::{IngestPolicy, SqlStore, Store};
 use crate::telemetry::Metrics;
+use crate::web::auth::{Authn, authenticate};
 use crate::web::{self, AppState};
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything in one process: the embedded default.
+    All,
+    /// Alert intake and investigations.
+    Agent,
+    /// Catalog, policy, approvals, audit, usage, health probes, web UI.
+    Registry,
+}
+
+impl Role {
+    fn runs_agent(self) -> bool {
+        matches!(self, Role::All | Role::Agent)
+    }
+
+    fn runs_registry(self) -> bool {
+        matches!(self, Role::All | Role::Registry)
+    }
+
+    /// The SPIFFE path of this process's mesh identity.
+    fn identity(self) -> &'static str {
+        match self {
+            Role::All | Role::Registry => "registry",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// The listeners, bound by the caller so tests can pass port 0.
+pub struct Listeners {
+    /// People and alerting systems: APIs and pages.
+    pub public: TcpListener,
+    /// Role-to-role traffic over mTLS; `None` runs without one (agent-only processes
+    /// that call out but serve nothing on the mesh yet).
+    pub mesh: Option<TcpListener>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -23,96 +74,195 @@ pub enum AppError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Tls(#[from] web::listener::TlsError),
+    #[error("mesh identity: {0}")]
+    Identity(String),
+    #[error("web login: {0}")]
+    WebAuth(#[from] crate::identity::oidc::WebAuthError),
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
 }
 
-/// Runs the agent role (and, for `all`, everything the embedded default holds) on
-/// `listener` until `shutdown` is cancelled, then drains and returns.
-///
-/// The listener comes in bound, so tests can pass port 0 and read the address.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs `role` until `shutdown` is cancelled, then drains and returns.
+pub async fn run(config: Config, role: Role, listeners: Listeners, shutdown: CancellationToken) -> Result<(), AppError> {
     let config = Arc::new(config);
     let sql = Arc::new(SqlStore::open(&config.store.url, config.store.max_connections).await?);
     let store: Arc<dyn Store> = sql.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Metrics::new();
-
-    let investigator = Arc::new(PlaceholderInvestigator { delay: config.engine.simulated_work });
-    let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
-    let policy = IngestPolicy { cooldown: config.episodes.cooldown, on_resolved: config.episodes.on_resolved };
-    let writer_stop = CancellationToken::new();
-    let (writer, writer_task) = IntakeWriter::start(
-        store.clone(),
-        policy,
-        config.intake.batch_max,
-        clock.clone(),
-        runner.waker(),
-        metrics.clone(),
-        writer_stop.clone(),
-    );
-
     let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState {
-        config: config.clone(),
-        store: store.clone(),
-        writer,
-        metrics,
-        clock,
-        ready: ready.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let router = web::router(state).layer(TraceLayer::new_for_http());
-    // The runner drains at the same time as the HTTP server: it stops claiming as
-    // soon as shutdown begins.
-    let runner_task = tokio::spawn(runner.run(shutdown.child_token()));
+    let mut background: JoinSet<()> = JoinSet::new();
+    let mut router = Router::new();
 
-    let local = listener.local_addr()?;
+    // Agent: intake and investigations.
+    let mut writer_parts = None;
+    if role.runs_agent() {
+        let investigator = Arc::new(PlaceholderInvestigator { delay: config.engine.simulated_work });
+        let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
+        let policy = IngestPolicy { cooldown: config.episodes.cooldown, on_resolved: config.episodes.on_resolved };
+        let writer_stop = CancellationToken::new();
+        let (writer, writer_task) = IntakeWriter::start(
+            store.clone(),
+            policy,
+            config.intake.batch_max,
+            clock.clone(),
+            runner.waker(),
+            metrics.clone(),
+            writer_stop.clone(),
+        );
+        let state = AppState {
+            config: config.clone(),
+            store: store.clone(),
+            writer,
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            ready: ready.clone(),
+            shutdown: shutdown.clone(),
+        };
+        router = router.merge(web::router(state));
+        // The runner drains at the same time as the HTTP server: it stops claiming
+        // as soon as shutdown begins.
+        background.spawn(runner.run(shutdown.child_token()));
+        writer_parts = Some((writer_stop, writer_task));
+    } else {
+        router = router.merge(web::health_router(store.clone(), metrics.clone(), ready.clone()));
+    }
+
+    // Mesh identity, for the mesh listener and for calls to other roles.
+    let identity = mesh_identity(&config, role).await?;
+
+    // Registry: catalog, policy, approvals, audit, usage, pages, login.
+    let mut authn = Authn::default();
+    let mut mesh_router = None;
+    if role.runs_registry() {
+        let allow_dev_login = role == Role::All && config.listen.ip().is_loopback();
+        let web_auth = Arc::new(WebAuth::from_config(&config, sql.clone(), allow_dev_login)?);
+        authn.web = Some(web_auth.clone());
+        let state = RegistryState {
+            config: Arc::new(config.registry.clone()),
+            store: sql.clone(),
+            clock: clock.clone(),
+            policy: Arc::new(PolicyCache::default()),
+        };
+        let registry_routes = registry::router(state);
+        mesh_router = Some(registry_routes.clone());
+        // Only the registry's routes take user credentials: the intake has its own
+        // (its bearer tokens are not JWTs).
+        let people = registry_routes.merge(crate::identity::oidc::routes().with_state(web_auth));
+        router = router.merge(people.layer(from_fn_with_state(authn.clone(), authenticate)));
+
+        let sink = Arc::new(ProbeRecorder { store: sql.clone() as Arc<dyn CatalogStore>, clock: clock.clone() });
+        let td = &config.identity.trust_domain;
+        let mut servers = vec![format!("spiffe://{td}/server/*")];
+        servers.extend(config.identity.extra_peers.iter().cloned());
+        let http = mtls::http_client(identity.clone(), servers).map_err(|e| AppError::Identity(e.to_string()))?;
+        background.spawn(prober::run(sink, http, config.registry.probe_interval, shutdown.child_token()));
+        background.spawn(approvals::run_sweeper(sql.clone(), clock.clone(), Duration::from_secs(30), shutdown.child_token()));
+    }
+    let router = router.layer(TraceLayer::new_for_http());
+
+    let mut servers: Vec<Task> = Vec::new();
+    let public = listeners.public;
+    let local = public.local_addr()?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    info!(address = %local, worker = %config.engine.worker_id, "inquest is listening on {scheme}://{local}");
+    servers.push(serve_public(config.clone(), public, router, shutdown.clone(), ready.clone())?);
+    if let (Some(mesh), Some(mesh_router)) = (listeners.mesh, mesh_router) {
+        let td = &config.identity.trust_domain;
+        let mut allowed = vec![format!("spiffe://{td}/agent"), format!("spiffe://{td}/server/*")];
+        allowed.extend(config.identity.extra_peers.iter().cloned());
+        let tls = mtls::server_config(identity.clone(), allowed).map_err(|e| AppError::Identity(e.to_string()))?;
+        let mesh_local = mesh.local_addr()?;
+        let app = mesh_router
+            .layer(from_fn_with_state(authn, authenticate))
+            .layer(TraceLayer::new_for_http())
+            .into_make_service_with_connect_info::<MtlsPeer>();
+        let listener = MtlsListener::new(mesh, tls)?;
+        let stop = shutdown.clone();
+        servers.push(Box::pin(async move {
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                warn!(%error, "the mesh listener failed");
+            }
+        }));
+        info!(address = %mesh_local, identity = identity.current().spiffe_id(), "mesh listener (mTLS) on {mesh_local}");
+    }
+    info!(address = %local, role = ?role, "inquest is listening on {scheme}://{local}");
     ready.store(true, Ordering::SeqCst);
 
-    let app = router.into_make_service_with_connect_info::<web::listener::PeerAddr>();
-    let stop = {
-        let shutdown = shutdown.clone();
-        let ready = ready.clone();
-        async move {
-            shutdown.cancelled().await;
-            ready.store(false, Ordering::SeqCst);
-            info!("shutting down: no new connections; finishing requests in flight");
-        }
-    };
-    let grace = config.engine.grace_period;
-    let serve = async {
-        match &config.tls {
-            Some(tls) => {
-                let tls_config = web::listener::server_config(&tls.cert_file, &tls.key_file)?;
-                let listener = web::listener::TlsListener::new(listener, tls_config)?;
-                axum::serve(listener, app).with_graceful_shutdown(stop).await
-            }
-            None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
-        }
-        .map_err(AppError::from)
-    };
     // Requests in flight get the grace period to finish once shutdown begins; every
     // 202 already sent is on disk, so cutting the rest off loses nothing answered.
-    let served = tokio::select! {
-        r = serve => r,
+    let grace = config.engine.grace_period;
+    tokio::select! {
+        _ = futures::future::join_all(servers) => {}
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(?grace, "requests still open after the grace period; closing them");
-            Ok(())
         }
-    };
+    }
     // Connections that outlived the grace period may still hold writer handles; the
     // writer answers what is queued and ends regardless.
-    writer_stop.cancel();
-    if let Err(e) = runner_task.await {
-        warn!(error = %e, "the runner task ended abnormally");
-    }
-    if let Err(e) = writer_task.await {
-        warn!(error = %e, "the intake writer ended abnormally");
+    if let Some((writer_stop, writer_task)) = writer_parts {
+        writer_stop.cancel();
+        while let Some(done) = background.join_next().await {
+            if let Err(e) = done {
+                warn!(error = %e, "a background task ended abnormally");
+            }
+        }
+        if let Err(e) = writer_task.await {
+            warn!(error = %e, "the intake writer ended abnormally");
+        }
+    } else {
+        while background.join_next().await.is_some() {}
     }
     sql.close().await;
     info!("stopped");
-    served
+    Ok(())
+}
+
+/// Serves the public router, plain or TLS, until shutdown.
+fn serve_public(
+    config: Arc<Config>,
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+) -> Result<Task, AppError> {
+    let app = router.into_make_service_with_connect_info::<web::listener::PeerAddr>();
+    let stop = async move {
+        shutdown.cancelled().await;
+        ready.store(false, Ordering::SeqCst);
+        info!("shutting down: no new connections; finishing requests in flight");
+    };
+    Ok(match &config.tls {
+        Some(tls) => {
+            let tls_config = web::listener::server_config(&tls.cert_file, &tls.key_file)?;
+            let listener = web::listener::TlsListener::new(listener, tls_config)?;
+            Box::pin(async move {
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    warn!(%error, "the public listener failed");
+                }
+            })
+        }
+        None => Box::pin(async move {
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                warn!(%error, "the public listener failed");
+            }
+        }),
+    })
+}
+
+/// This process's SVID source: generated development identities unless configured.
+async fn mesh_identity(config: &Config, role: Role) -> Result<Arc<dyn svid::SvidSource>, AppError> {
+    let td = &config.identity.trust_domain;
+    if matches!(config.identity.svid, SvidConfig::Dev) {
+        let data_dir = config.data_dir.clone();
+        let td_owned = td.clone();
+        // Key generation and file writes: keep them off the async workers.
+        tokio::task::spawn_blocking(move || devca::ensure_dev_identities(&data_dir, &td_owned))
+            .await
+            .map_err(|e| AppError::Identity(e.to_string()))?
+            .map_err(|e| AppError::Identity(e.to_string()))?;
+    }
+    svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, role.identity()))
+        .await
+        .map_err(|e| AppError::Identity(e.to_string()))
 }

@@ -44,11 +44,9 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::All | Command::Agent | Command::Registry => {
-            telemetry::init_logging(&cfg.log);
-            serve(cfg).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::All => run_role(cfg, app::Role::All).await,
+        Command::Agent => run_role(cfg, app::Role::Agent).await,
+        Command::Registry => run_role(cfg, app::Role::Registry).await,
         Command::DevCa { ids } => inquest::identity::devca::command(&cfg, &ids),
         Command::Audit { command: AuditCommand::Verify } => inquest::registry::audit::verify_command(&cfg).await,
         Command::Alert { command: AlertCommand::Send { source, file, url, token } } => {
@@ -68,15 +66,23 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn run_role(cfg: Config, role: app::Role) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    let listener = TcpListener::bind(cfg.listen)
+    telemetry::init_logging(&cfg.log);
+    let public = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another Inquest running? use --listen)", cfg.listen))?;
+    // Only the registry serves on the mesh so far; the agent only calls out.
+    let mesh = match role {
+        app::Role::Agent => None,
+        app::Role::All | app::Role::Registry => Some(TcpListener::bind(cfg.mesh_listen).await.with_context(|| {
+            format!("cannot listen on {} for the mesh (set mesh_listen, e.g. INQUEST_MESH_LISTEN)", cfg.mesh_listen)
+        })?),
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    app::run(cfg, listener, shutdown).await?;
-    Ok(())
+    app::run(cfg, role, app::Listeners { public, mesh }, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -28,7 +28,12 @@ pub struct Authn {
 
 /// The middleware: `axum::middleware::from_fn_with_state(authn, authenticate)`.
 pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Next) -> Response {
-    if let Some(principal) = resolve(&authn, &req).await {
+    // Take what is needed out of the request first: the body is not `Sync`, so the
+    // request must not be borrowed across an await.
+    let spiffe_id = req.extensions().get::<ConnectInfo<MtlsPeer>>().and_then(|c| c.0.spiffe_id.clone());
+    let token = bearer(&req).map(str::to_string);
+    let headers = req.headers().clone();
+    if let Some(principal) = resolve(&authn, spiffe_id, token, &headers).await {
         match principal {
             Ok(p) => {
                 tracing::Span::current().record("principal", p.id());
@@ -40,17 +45,20 @@ pub async fn authenticate(State(authn): State<Authn>, mut req: Request, next: Ne
     next.run(req).await
 }
 
-async fn resolve(authn: &Authn, req: &Request) -> Option<Result<Principal, Response>> {
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<MtlsPeer>>() {
-        if let Some(id) = &peer.spiffe_id {
-            return Some(Ok(Principal::service(id)));
-        }
+async fn resolve(
+    authn: &Authn,
+    spiffe_id: Option<String>,
+    token: Option<String>,
+    headers: &HeaderMap,
+) -> Option<Result<Principal, Response>> {
+    if let Some(id) = spiffe_id {
+        return Some(Ok(Principal::service(&id)));
     }
-    if let Some(token) = bearer(req) {
+    if let Some(token) = token {
         let Some(validator) = authn.web.as_ref().and_then(|w| w.bearer_validator()) else {
             return Some(Err(unauthorized("invalid_token", "bearer tokens are not accepted here: no OIDC provider is configured")));
         };
-        return Some(match validator.validate(token).await {
+        return Some(match validator.validate(&token).await {
             Ok(valid) => Ok(valid.principal()),
             // The provider's keys cannot be fetched: not the caller's fault, retry later.
             Err(e) if !e.is_token_error() => {
@@ -67,7 +75,7 @@ async fn resolve(authn: &Authn, req: &Request) -> Option<Result<Principal, Respo
         });
     }
     let web = authn.web.as_ref()?;
-    web.principal_from_headers(req.headers()).await.map(Ok)
+    web.principal_from_headers(headers).await.map(Ok)
 }
 
 fn bearer(req: &Request) -> Option<&str> {

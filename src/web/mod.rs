@@ -100,6 +100,29 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What the health routes need in a process that runs no agent.
+#[derive(Clone)]
+struct HealthState {
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone, for roles without the agent's API.
+pub fn health_router(store: Arc<dyn Store>, metrics: Metrics, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(|State(s): State<HealthState>| async move { readiness(&s.ready, s.store.as_ref()).await }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<HealthState>| async move { render_metrics(&s.metrics, s.store.as_ref()).await }),
+        )
+        .with_state(HealthState { store, metrics, ready })
+}
+
 /// Liveness: the process is serving.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")), tag = "operations")]
 pub async fn healthz() -> &'static str {
@@ -114,10 +137,14 @@ pub async fn healthz() -> &'static str {
     tag = "operations"
 )]
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    if !app.ready.load(Ordering::SeqCst) {
+    readiness(&app.ready, app.store.as_ref()).await
+}
+
+async fn readiness(ready: &AtomicBool, store: &dyn Store) -> Response {
+    if !ready.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
     }
-    match app.store.ping().await {
+    match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}")).into_response(),
     }
@@ -126,7 +153,11 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), tag = "operations")]
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    match app.metrics.render(app.store.as_ref()).await {
+    render_metrics(&app.metrics, app.store.as_ref()).await
+}
+
+async fn render_metrics(metrics: &Metrics, store: &dyn Store) -> Response {
+    match metrics.render(store).await {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
         Err(e) => ApiError::internal(e).into_response(),

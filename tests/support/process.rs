@@ -42,6 +42,8 @@ impl InquestBuilder {
     pub fn new(name: &str, data_dir: &Path) -> InquestBuilder {
         let mut env = BTreeMap::new();
         env.insert("INQUEST_ENGINE__WORKER_ID".to_string(), name.to_string());
+        // Tests run many processes at once: the mesh listener takes any free port.
+        env.insert("INQUEST_MESH_LISTEN".to_string(), "127.0.0.1:0".to_string());
         // Plain text logs: they end up in failure messages.
         env.insert("NO_COLOR".to_string(), "1".to_string());
         InquestBuilder {

@@ -33,7 +33,8 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(inquest::app::run(config.clone(), listener, shutdown.clone()));
+        let listeners = inquest::app::Listeners { public: listener, mesh: None };
+        let task = tokio::spawn(inquest::app::run(config.clone(), inquest::app::Role::Agent, listeners, shutdown.clone()));
         let client = reqwest::Client::new();
         for _ in 0..200 {
             let ready = client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
