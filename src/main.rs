@@ -11,6 +11,7 @@ use inquest::config::{self, Config, Overrides};
 use inquest::{app, client, telemetry};
 
 fn main() -> ExitCode {
+    inquest::identity::install_crypto_provider();
     let cli = Cli::parse();
     let overrides = Overrides {
         config_file: cli.global.config.clone(),

@@ -8,6 +8,7 @@ mod support;
 
 mod api;
 mod approvals;
+mod browser;
 mod durability;
 mod jwt;
 mod mtls;

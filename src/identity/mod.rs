@@ -86,3 +86,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
         })
     }
 }
+
+/// Installs the process-wide rustls crypto provider. Two providers (aws-lc-rs and
+/// ring) are compiled in through dependencies, so rustls cannot pick one by itself,
+/// and clients built without an explicit provider (reqwest's) would panic. Call once
+/// at start; later calls are harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
