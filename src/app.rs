@@ -85,7 +85,12 @@ pub enum AppError {
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs `role` until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, role: Role, listeners: Listeners, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run(
+    config: Config,
+    role: Role,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
     let config = Arc::new(config);
     let sql = Arc::new(SqlStore::open(&config.store.url, config.store.max_connections).await?);
     let store: Arc<dyn Store> = sql.clone();
@@ -158,7 +163,12 @@ pub async fn run(config: Config, role: Role, listeners: Listeners, shutdown: Can
         servers.extend(config.identity.extra_peers.iter().cloned());
         let http = mtls::http_client(identity.clone(), servers).map_err(|e| AppError::Identity(e.to_string()))?;
         background.spawn(prober::run(sink, http, config.registry.probe_interval, shutdown.child_token()));
-        background.spawn(approvals::run_sweeper(sql.clone(), clock.clone(), Duration::from_secs(30), shutdown.child_token()));
+        background.spawn(approvals::run_sweeper(
+            sql.clone(),
+            clock.clone(),
+            Duration::from_secs(30),
+            shutdown.child_token(),
+        ));
     }
     let router = router.layer(TraceLayer::new_for_http());
 

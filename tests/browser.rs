@@ -122,7 +122,8 @@ async fn log_in_see_permitted_servers_approve_and_audit() {
         let r = admin(reqwest::Method::PUT, format!("{path}/policy"), policy).await.unwrap();
         assert!(r.status().is_success(), "policy {name}: {}", r.text().await.unwrap());
         for review in ["security-review", "production-approval"] {
-            let r = admin(reqwest::Method::PUT, format!("{path}/{review}"), json!({"state": "approved"})).await.unwrap();
+            let r =
+                admin(reqwest::Method::PUT, format!("{path}/{review}"), json!({"state": "approved"})).await.unwrap();
             assert!(r.status().is_success(), "{review} {name}: {}", r.text().await.unwrap());
         }
     }

@@ -56,14 +56,18 @@ async fn resolve(
     }
     if let Some(token) = token {
         let Some(validator) = authn.web.as_ref().and_then(|w| w.bearer_validator()) else {
-            return Some(Err(unauthorized("invalid_token", "bearer tokens are not accepted here: no OIDC provider is configured")));
+            return Some(Err(unauthorized(
+                "invalid_token",
+                "bearer tokens are not accepted here: no OIDC provider is configured",
+            )));
         };
         return Some(match validator.validate(&token).await {
             Ok(valid) => Ok(valid.principal()),
             // The provider's keys cannot be fetched: not the caller's fault, retry later.
             Err(e) if !e.is_token_error() => {
                 tracing::warn!(error = %e, "cannot validate a bearer token");
-                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", e.error_description()).into_response())
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", e.error_description())
+                    .into_response())
             }
             Err(e) => {
                 let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.error_description()).into_response();

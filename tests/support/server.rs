@@ -34,7 +34,8 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let listeners = inquest::app::Listeners { public: listener, mesh: None };
-        let task = tokio::spawn(inquest::app::run(config.clone(), inquest::app::Role::Agent, listeners, shutdown.clone()));
+        let task =
+            tokio::spawn(inquest::app::run(config.clone(), inquest::app::Role::Agent, listeners, shutdown.clone()));
         let client = reqwest::Client::new();
         for _ in 0..200 {
             let ready = client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success());

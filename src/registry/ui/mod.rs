@@ -70,12 +70,30 @@ mod tests {
         let approval = json!({"id": "a1", "kind": "tool_call", "state": "pending", "digest": "ab".repeat(32),
             "expires_at": "2026-11-26T10:00:00Z"});
         let pages = [
-            ("catalog.html", json!({"nav": "catalog", "viewer": "Bob", "servers": [server.clone()], "q": "", "all_visible": false})),
-            ("server.html", json!({"nav": "catalog", "viewer": "Bob", "s": server, "tools": [{"name": "t", "description": null, "hints": "read-only", "sensitive": true, "decision": "allowed"}]})),
-            ("approvals.html", json!({"nav": "approvals", "viewer": "Bob", "approvals": [{"id": "a1", "digest": "ab".repeat(32), "expires_at": "x", "summary": "s", "requester": "r", "resource": "r"}]})),
-            ("approval.html", json!({"nav": "approvals", "viewer": "Bob", "a": approval, "action": "{}", "resource": "r", "requester": "q", "approvers": "group:x", "required": 1, "decisions": ["d"], "can_decide": true, "reason": null, "state_class": "warn", "flash": "done"})),
-            ("audit.html", json!({"nav": "audit", "viewer": "Bob", "entries": [{"seq": 1, "at": "t", "actor": "a", "action": "x", "subject": "s", "hash": "ab".repeat(32)}]})),
-            ("usage.html", json!({"nav": "usage", "viewer": "Bob", "charts": [{"title": "t", "svg": "<svg></svg>"}], "rows": []})),
+            (
+                "catalog.html",
+                json!({"nav": "catalog", "viewer": "Bob", "servers": [server.clone()], "q": "", "all_visible": false}),
+            ),
+            (
+                "server.html",
+                json!({"nav": "catalog", "viewer": "Bob", "s": server, "tools": [{"name": "t", "description": null, "hints": "read-only", "sensitive": true, "decision": "allowed"}]}),
+            ),
+            (
+                "approvals.html",
+                json!({"nav": "approvals", "viewer": "Bob", "approvals": [{"id": "a1", "digest": "ab".repeat(32), "expires_at": "x", "summary": "s", "requester": "r", "resource": "r"}]}),
+            ),
+            (
+                "approval.html",
+                json!({"nav": "approvals", "viewer": "Bob", "a": approval, "action": "{}", "resource": "r", "requester": "q", "approvers": "group:x", "required": 1, "decisions": ["d"], "can_decide": true, "reason": null, "state_class": "warn", "flash": "done"}),
+            ),
+            (
+                "audit.html",
+                json!({"nav": "audit", "viewer": "Bob", "entries": [{"seq": 1, "at": "t", "actor": "a", "action": "x", "subject": "s", "hash": "ab".repeat(32)}]}),
+            ),
+            (
+                "usage.html",
+                json!({"nav": "usage", "viewer": "Bob", "charts": [{"title": "t", "svg": "<svg></svg>"}], "rows": []}),
+            ),
             ("login.html", json!({"nav": "", "viewer": null, "oidc": "x", "dev_login": true, "next": "/"})),
         ];
         for (name, ctx) in pages {

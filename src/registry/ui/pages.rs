@@ -35,10 +35,10 @@ pub fn routes() -> Router<RegistryState> {
 }
 
 /// The viewer, or a redirect to the login that comes back here.
-fn viewer(principal: Option<&Principal>, uri: &Uri) -> Result<Principal, Response> {
+fn viewer(principal: Option<&Principal>, uri: &Uri) -> Result<Principal, Redirect> {
     principal.cloned().ok_or_else(|| {
         let next = uri.path_and_query().map_or("/", |p| p.as_str());
-        Redirect::to(&format!("/auth/login?next={}", urlencode(next))).into_response()
+        Redirect::to(&format!("/auth/login?next={}", urlencode(next)))
     })
 }
 
@@ -90,7 +90,7 @@ async fn catalog(
 ) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     if let Err(e) = state.policy.ensure_fresh(&*state.store).await {
         return failure(StatusCode::SERVICE_UNAVAILABLE, e);
@@ -165,7 +165,7 @@ async fn server(
 ) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     if let Err(e) = state.policy.ensure_fresh(&*state.store).await {
         return failure(StatusCode::SERVICE_UNAVAILABLE, e);
@@ -187,11 +187,12 @@ async fn server(
         .items
         .iter()
         .map(|t| {
-            let hints: Vec<&str> = [("readOnlyHint", "read-only"), ("destructiveHint", "destructive"), ("idempotentHint", "idempotent")]
-                .into_iter()
-                .filter(|(k, _)| t.annotations.get(*k).and_then(Value::as_bool) == Some(true))
-                .map(|(_, label)| label)
-                .collect();
+            let hints: Vec<&str> =
+                [("readOnlyHint", "read-only"), ("destructiveHint", "destructive"), ("idempotentHint", "idempotent")]
+                    .into_iter()
+                    .filter(|(k, _)| t.annotations.get(*k).and_then(Value::as_bool) == Some(true))
+                    .map(|(_, label)| label)
+                    .collect();
             let decision = match state.policy.decide(&entry.name, &viewer, Some(&t.name)) {
                 Decision::Allow { .. } => "allowed",
                 Decision::NeedsApproval { .. } => "allowed with approval",
@@ -205,10 +206,14 @@ async fn server(
     render("server.html", json!({ "nav": "catalog", "viewer": viewer.display(), "s": s, "tools": tools }))
 }
 
-async fn inbox(State(state): State<RegistryState>, principal: Option<axum::Extension<Principal>>, uri: Uri) -> Response {
+async fn inbox(
+    State(state): State<RegistryState>,
+    principal: Option<axum::Extension<Principal>>,
+    uri: Uri,
+) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let ctx = ApprovalContext::from_ref(&state);
     let query = Query(approvals::routes::ListQuery { state: Some("pending".into()), limit: Some(200) });
@@ -239,10 +244,11 @@ async fn approval(
 ) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let ctx = ApprovalContext::from_ref(&state);
-    let view = match approvals::routes::show(State(ctx), crate::identity::Authenticated(viewer.clone()), Path(id)).await {
+    let view = match approvals::routes::show(State(ctx), crate::identity::Authenticated(viewer.clone()), Path(id)).await
+    {
         Ok(axum::Json(v)) => serde_json::to_value(v).unwrap_or(Value::Null),
         Err(e) => return e.into_response(),
     };
@@ -256,11 +262,17 @@ async fn approval(
         .as_array()
         .into_iter()
         .flatten()
-        .map(|v| format!("approved by {} at {}", v["name"].as_str().or(v["by"].as_str()).unwrap_or("?"), v["at"].as_str().unwrap_or("")))
+        .map(|v| {
+            format!(
+                "approved by {} at {}",
+                v["name"].as_str().or(v["by"].as_str()).unwrap_or("?"),
+                v["at"].as_str().unwrap_or("")
+            )
+        })
         .collect();
-    let approvers = view["approver_policy"]["approvers"].as_array().map(|a| {
-        a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
-    });
+    let approvers = view["approver_policy"]["approvers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
     let can_decide = view["may_decide"] == true;
     let reason = if can_decide {
         None
@@ -305,12 +317,13 @@ async fn decide(
 ) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        if origin != "null" && !state.config.public_url.starts_with(origin) {
-            return failure(StatusCode::FORBIDDEN, "cross-site form posts are refused");
-        }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && origin != "null"
+        && Some(origin.to_string()) != origin_of(&state.config.public_url)
+    {
+        return failure(StatusCode::FORBIDDEN, "cross-site form posts are refused");
     }
     let verdict = match form.decision.as_str() {
         "approve" | "decline" => form.decision.clone(),
@@ -318,16 +331,22 @@ async fn decide(
     };
     let body = json!({"decision": verdict, "digest": form.digest}).to_string();
     let ctx = ApprovalContext::from_ref(&state);
-    match approvals::routes::decide(State(ctx), crate::identity::Authenticated(viewer), Path(id.clone()), body.into()).await {
+    match approvals::routes::decide(State(ctx), crate::identity::Authenticated(viewer), Path(id.clone()), body.into())
+        .await
+    {
         Ok(_) => Redirect::to(&format!("/approvals/{id}?done={verdict}")).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn audit(State(state): State<RegistryState>, principal: Option<axum::Extension<Principal>>, uri: Uri) -> Response {
+async fn audit(
+    State(state): State<RegistryState>,
+    principal: Option<axum::Extension<Principal>>,
+    uri: Uri,
+) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     // The same rule as the audit API: administrators and approvers.
     let approver = state.policy.is_approver(&viewer);
@@ -354,16 +373,22 @@ async fn audit(State(state): State<RegistryState>, principal: Option<axum::Exten
     entries.truncate(500);
     let rows: Vec<Value> = entries
         .iter()
-        .map(|r| json!({"seq": r.seq, "at": r.at.format("%Y-%m-%d %H:%M:%S").to_string(), "actor": r.actor,
-                        "action": r.action, "subject": r.subject, "hash": r.hash}))
+        .map(|r| {
+            json!({"seq": r.seq, "at": r.at.format("%Y-%m-%d %H:%M:%S").to_string(), "actor": r.actor,
+                        "action": r.action, "subject": r.subject, "hash": r.hash})
+        })
         .collect();
     render("audit.html", json!({ "nav": "audit", "viewer": viewer.display(), "entries": rows }))
 }
 
-async fn usage_page(State(state): State<RegistryState>, principal: Option<axum::Extension<Principal>>, uri: Uri) -> Response {
+async fn usage_page(
+    State(state): State<RegistryState>,
+    principal: Option<axum::Extension<Principal>>,
+    uri: Uri,
+) -> Response {
     let viewer = match viewer(principal.as_deref(), &uri) {
         Ok(p) => p,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let now = state.clock.now();
     let to = (now.year(), now.month());
@@ -381,7 +406,9 @@ async fn usage_page(State(state): State<RegistryState>, principal: Option<axum::
     let series = |field: &str| -> Vec<(String, f64)> {
         months
             .iter()
-            .map(|m| (m["month"].as_str().unwrap_or("").get(2..).unwrap_or("").to_string(), m[field].as_f64().unwrap_or(0.0)))
+            .map(|m| {
+                (m["month"].as_str().unwrap_or("").get(2..).unwrap_or("").to_string(), m[field].as_f64().unwrap_or(0.0))
+            })
             .collect()
     };
     let charts = vec![
@@ -405,6 +432,11 @@ async fn usage_page(State(state): State<RegistryState>, principal: Option<axum::
     render("usage.html", json!({ "nav": "usage", "viewer": viewer.display(), "charts": charts, "rows": rows }))
 }
 
+/// `scheme://host[:port]` of a URL, as browsers send it in `Origin`.
+fn origin_of(url: &str) -> Option<String> {
+    reqwest::Url::parse(url).ok().map(|u| u.origin().ascii_serialization())
+}
+
 fn principal_text(p: &Value) -> String {
     match p["kind"].as_str() {
         Some("service") => p["spiffe_id"].as_str().unwrap_or("?").to_string(),
@@ -425,4 +457,16 @@ fn resource_text(r: &Value) -> String {
 fn action_summary(action: &Value) -> String {
     let text = action.to_string();
     if text.chars().count() > 120 { format!("{}…", text.chars().take(120).collect::<String>()) } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_exactly() {
+        assert_eq!(origin_of("http://127.0.0.1:7400").as_deref(), Some("http://127.0.0.1:7400"));
+        assert_eq!(origin_of("https://inquest.example.com/base/").as_deref(), Some("https://inquest.example.com"));
+        assert_ne!(origin_of("http://127.0.0.1:74000").as_deref(), Some("http://127.0.0.1:7400"));
+    }
 }

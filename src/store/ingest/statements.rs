@@ -1,0 +1,141 @@
+//! The SQL of one batch, each statement written once for both engines.
+//!
+//! The `Any` driver binds no arrays, so a statement's rows travel as one JSON array in
+//! `$1` and are read as a table named `x`: SQLite expands it with `json_each`,
+//! PostgreSQL with `jsonb_array_elements_text` / `jsonb_to_recordset`. That is the
+//! only difference between the two, apart from the locks PostgreSQL takes. `$2` is the
+//! batch's time where a statement needs one. Values that are JSON text themselves
+//! (labels, raw alerts, event data, bodies) travel as JSON strings, so they are stored
+//! exactly as serialized.
+
+use std::sync::LazyLock;
+
+use crate::store::Backend;
+
+pub(super) struct Statements {
+    /// PostgreSQL only: takes the episode keys' advisory locks, in key order.
+    pub lock_keys: Option<String>,
+    /// `dedup_key, id, episode_id` of the stored alerts among `$1` (dedup keys).
+    pub stored_alerts: String,
+    /// `key, id, last_alert_at, investigation_id, state` of the latest episode of each
+    /// key in `$1` that has one.
+    pub latest_episodes: String,
+    /// `id, state, next_seq` of the investigations in `$1`; on PostgreSQL also locks
+    /// them (in id order), since a claim may change them until then.
+    pub lock_investigations: String,
+    pub insert_deliveries: String,
+    pub insert_episodes: String,
+    pub insert_investigations: String,
+    pub insert_alerts: String,
+    pub update_episodes: String,
+    pub update_investigations: String,
+    pub insert_events: String,
+}
+
+impl Statements {
+    pub fn get(backend: Backend) -> &'static Statements {
+        static SQLITE: LazyLock<Statements> = LazyLock::new(|| Statements::new(Backend::Sqlite));
+        static POSTGRES: LazyLock<Statements> = LazyLock::new(|| Statements::new(Backend::Postgres));
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+
+    fn new(backend: Backend) -> Statements {
+        // `$1`, an array of strings, as table `x` with one column `k`.
+        let texts = match backend {
+            Backend::Sqlite => "(SELECT value AS k FROM json_each($1)) AS x".to_string(),
+            Backend::Postgres => "jsonb_array_elements_text($1::jsonb) AS x(k)".to_string(),
+        };
+        // `$1`, an array of objects, as table `x` with these columns ("name type, ...",
+        // types as PostgreSQL names them; SQLite takes each value as JSON typed it).
+        let rows = |columns: &str| match backend {
+            Backend::Sqlite => {
+                let picks: Vec<String> = columns
+                    .split(", ")
+                    .map(|c| c.split(' ').next().unwrap_or(c))
+                    .map(|name| format!("value ->> '{name}' AS {name}"))
+                    .collect();
+                format!("(SELECT {} FROM json_each($1)) AS x", picks.join(", "))
+            }
+            Backend::Postgres => format!("jsonb_to_recordset($1::jsonb) AS x({columns})"),
+        };
+        let postgres = backend == Backend::Postgres;
+        Statements {
+            // Every replica takes the locks in the same (byte) order, the order the
+            // per-key locking before used, so batches cannot deadlock on them. Volatile
+            // output expressions are evaluated after ORDER BY (PostgreSQL 9.6 and later).
+            lock_keys: postgres.then(|| {
+                format!(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(x.k, 0)) FROM {texts} ORDER BY x.k COLLATE \"C\""
+                )
+            }),
+            stored_alerts: format!(
+                "SELECT dedup_key, id, episode_id FROM alerts WHERE dedup_key IN (SELECT x.k FROM {texts})"
+            ),
+            latest_episodes: format!(
+                "SELECT x.k, e.id, e.last_alert_at, e.investigation_id, i.state FROM {texts} \
+                 JOIN episodes e ON e.id = (SELECT l.id FROM episodes l WHERE l.episode_key = x.k \
+                 ORDER BY l.opened_at DESC, l.id DESC LIMIT 1) \
+                 LEFT JOIN investigations i ON i.id = e.investigation_id"
+            ),
+            lock_investigations: format!(
+                "SELECT id, state, next_seq FROM investigations WHERE id IN (SELECT x.k FROM {texts}) ORDER BY id{}",
+                if postgres { " FOR UPDATE" } else { "" }
+            ),
+            insert_deliveries: format!(
+                "INSERT INTO deliveries (id, source, body, received_at) SELECT x.id, x.source, x.body, $2 FROM {}",
+                rows("id text, source text, body text")
+            ),
+            insert_episodes: format!(
+                "INSERT INTO episodes (id, episode_key, source, title, team, service, opened_at, last_alert_at, \
+                 resolved_at, alert_count, investigation_id) \
+                 SELECT x.id, x.episode_key, x.source, x.title, x.team, x.service, $2, $2, \
+                 x.resolved_at, x.alert_count, x.investigation_id FROM {}",
+                rows(
+                    "id text, episode_key text, source text, title text, team text, service text, \
+                     resolved_at bigint, alert_count bigint, investigation_id text"
+                )
+            ),
+            insert_investigations: format!(
+                "INSERT INTO investigations (id, episode_id, title, team, service, state, created_at, updated_at, \
+                 finished_at, resolved_at, next_seq) \
+                 SELECT x.id, x.episode_id, x.title, x.team, x.service, x.state, $2, $2, \
+                 x.finished_at, x.resolved_at, x.next_seq FROM {}",
+                rows(
+                    "id text, episode_id text, title text, team text, service text, state text, \
+                     finished_at bigint, resolved_at bigint, next_seq bigint"
+                )
+            ),
+            insert_alerts: format!(
+                "INSERT INTO alerts (id, dedup_key, episode_id, delivery_id, source, status, fingerprint, labels, \
+                 annotations, starts_at, ends_at, generator_url, raw, received_at) \
+                 SELECT x.id, x.dedup_key, x.episode_id, x.delivery_id, x.source, x.status, x.fingerprint, x.labels, \
+                 x.annotations, x.starts_at, x.ends_at, x.generator_url, x.raw, $2 FROM {}",
+                rows(
+                    "id text, dedup_key text, episode_id text, delivery_id text, source text, status text, \
+                     fingerprint text, labels text, annotations text, starts_at bigint, ends_at bigint, \
+                     generator_url text, raw text"
+                )
+            ),
+            update_episodes: format!(
+                "UPDATE episodes SET alert_count = episodes.alert_count + x.added, last_alert_at = $2, \
+                 resolved_at = x.resolved_at FROM {} WHERE episodes.id = x.id",
+                rows("id text, added bigint, resolved_at bigint")
+            ),
+            update_investigations: format!(
+                "UPDATE investigations SET state = x.state, next_seq = investigations.next_seq + x.events, \
+                 updated_at = $2, resolved_at = COALESCE(x.resolved_at, investigations.resolved_at), \
+                 finished_at = COALESCE(x.finished_at, investigations.finished_at) \
+                 FROM {} WHERE investigations.id = x.id",
+                rows("id text, state text, events bigint, resolved_at bigint, finished_at bigint")
+            ),
+            insert_events: format!(
+                "INSERT INTO investigation_events (investigation_id, seq, kind, data, at) \
+                 SELECT x.investigation_id, x.seq, x.kind, x.data, $2 FROM {}",
+                rows("investigation_id text, seq bigint, kind text, data text")
+            ),
+        }
+    }
+}
