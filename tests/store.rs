@@ -60,6 +60,7 @@ both_backends!(
     leases_fence_writes_and_expire,
     events_are_ordered_and_resumable,
     listing_filters,
+    one_batch_mixes_everything,
 );
 
 async fn redelivery_stores_nothing_new(s: &dyn Store) {
@@ -272,4 +273,132 @@ async fn listing_filters(s: &dyn Store) {
     assert_eq!(s.list_investigations(&f(None, Some(at(50)))).await.unwrap().len(), 1);
     let counts = s.count_by_state().await.unwrap();
     assert_eq!(counts, [(State::Queued, 2)]);
+}
+
+async fn one_batch_mixes_everything(s: &dyn Store) {
+    let p = policy(OnResolved::CancelIfNotStarted);
+    let again = alertmanager("again", "firing", "a", &["a1", "a2"]);
+    let before = s
+        .ingest(
+            &[
+                request(&alertmanager("running", "firing", "a", &["r1"])),
+                request(&alertmanager("queued", "firing", "a", &["q1"])),
+                request(&again),
+            ],
+            &p,
+            at(0),
+        )
+        .await
+        .unwrap();
+    let [inv_run, inv_queued, inv_again] = [0, 1, 2].map(|i| before[i].new_investigations[0].clone());
+    let claim = s.claim("w", 1, &limits(10, 10), Duration::from_secs(300), at(1)).await.unwrap().remove(0);
+    assert_eq!(claim.lease.investigation_id, inv_run, "the oldest is claimed first");
+
+    let new_two = alertmanager("new", "firing", "a", &["n2", "n3"]);
+    let batch = [
+        alertmanager("new", "firing", "a", &["n1"]),       // 0: opens an episode
+        alertmanager("running", "firing", "a", &["r2"]),   // 1: joins a running investigation
+        new_two.clone(),                                   // 2: joins the episode opened by 0
+        again.clone(),                                     // 3: redelivers an earlier delivery
+        alertmanager("queued", "resolved", "a", &["q1"]),  // 4: resolves a queued one: cancelled
+        new_two,                                           // 5: redelivers 2 inside the batch
+        alertmanager("new", "firing", "a", &["n3", "n4"]), // 6: n3 is a duplicate of 2's, n4 is new
+        alertmanager("running", "resolved", "a", &["r1"]), // 7: resolves a running one: recorded
+        alertmanager("quiet", "resolved", "a", &["z1"]),   // 8: nothing firing: an episode, no investigation
+        alertmanager("brief", "firing", "a", &["b1"]),     // 9: opens an investigation
+        alertmanager("brief", "resolved", "a", &["b1"]),   // 10: ...and cancels it in the same batch
+    ];
+    let batch: Vec<IngestRequest> = batch.iter().map(|b| request(b)).collect();
+    let out = s.ingest(&batch, &p, at(10)).await.unwrap();
+    let shape: Vec<(usize, usize, usize, usize)> =
+        out.iter().map(|o| (o.alert_ids.len(), o.duplicates, o.new_episodes, o.new_investigations.len())).collect();
+    assert_eq!(
+        shape,
+        [
+            (1, 0, 1, 1),
+            (1, 0, 0, 0),
+            (2, 0, 0, 0),
+            (2, 2, 0, 0),
+            (1, 0, 0, 0),
+            (2, 2, 0, 0),
+            (2, 1, 0, 0),
+            (1, 0, 0, 0),
+            (1, 0, 1, 0),
+            (1, 0, 1, 1),
+            (1, 0, 0, 0),
+        ]
+    );
+    let episode = |i: usize| before[i].episode_ids.clone();
+    let (inv_new, ep_new) = (out[0].new_investigations[0].clone(), out[0].episode_ids.clone());
+    let inv_brief = out[9].new_investigations[0].clone();
+    for i in [2, 5, 6] {
+        assert_eq!(out[i].episode_ids, ep_new, "delivery {i} joins the episode opened in the same batch");
+    }
+    assert_eq!((out[1].episode_ids.clone(), out[7].episode_ids.clone()), (episode(0), episode(0)));
+    assert_eq!(out[4].episode_ids, episode(1));
+    assert_eq!(out[10].episode_ids, out[9].episode_ids);
+    assert_eq!((&out[3].alert_ids, &out[3].episode_ids), (&before[2].alert_ids, &before[2].episode_ids));
+    assert_eq!(out[5].alert_ids, out[2].alert_ids);
+    assert_eq!(out[6].alert_ids[0], out[2].alert_ids[1]);
+    let all_ids: std::collections::HashSet<&String> = out.iter().flat_map(|o| &o.alert_ids).collect();
+    assert_eq!(all_ids.len(), 15 - 3, "15 alert ids answered, 3 of them repeated inside the batch");
+
+    let log = |id: String| async move {
+        let events = s.events(&id, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>(), "dense sequence numbers");
+        events
+    };
+    let kinds = |events: &[inquest::store::StoredEvent]| events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+    let attached_ids = |events: &[inquest::store::StoredEvent]| {
+        let e = events.iter().find(|e| e.kind == "alerts.attached").unwrap();
+        (e.data["count"].as_u64().unwrap(), serde_json::from_value::<Vec<String>>(e.data["alert_ids"].clone()).unwrap())
+    };
+
+    let new = log(inv_new.clone()).await;
+    assert_eq!(kinds(&new), ["alert.received", "alerts.attached"]);
+    assert_eq!(new[0].data["alert_count"], 1);
+    assert_eq!(
+        attached_ids(&new),
+        (3, vec![out[2].alert_ids[0].clone(), out[2].alert_ids[1].clone(), out[6].alert_ids[1].clone()])
+    );
+
+    let run = log(inv_run.clone()).await;
+    assert_eq!(kinds(&run), ["alert.received", "investigation.started", "alerts.attached", "episode.resolved"]);
+    assert_eq!(attached_ids(&run), (2, vec![out[1].alert_ids[0].clone(), out[7].alert_ids[0].clone()]));
+    assert_eq!(run[3].data["action"], "recorded");
+
+    let queued = log(inv_queued.clone()).await;
+    assert_eq!(kinds(&queued), ["alert.received", "alerts.attached", "episode.resolved", "investigation.cancelled"]);
+    assert_eq!(queued[2].data["action"], "cancelled");
+
+    let brief = log(inv_brief.clone()).await;
+    assert_eq!(kinds(&brief), ["alert.received", "alerts.attached", "episode.resolved", "investigation.cancelled"]);
+    assert_eq!(kinds(&log(inv_again.clone()).await), ["alert.received"], "a redelivery adds no events");
+
+    let summary = |id: String| async move { s.investigation(&id).await.unwrap().unwrap() };
+    let row = |i: inquest::store::InvestigationSummary| (i.state, i.alert_count, i.resolved_at, i.finished_at);
+    assert_eq!(row(summary(inv_new.clone()).await), (State::Queued, 4, None, None));
+    assert_eq!(row(summary(inv_run.clone()).await), (State::Running, 3, Some(at(10)), None));
+    assert_eq!(row(summary(inv_queued.clone()).await), (State::Cancelled, 2, Some(at(10)), Some(at(10))));
+    assert_eq!(row(summary(inv_brief.clone()).await), (State::Cancelled, 2, Some(at(10)), Some(at(10))));
+    assert_eq!(row(summary(inv_again.clone()).await), (State::Queued, 2, None, None));
+    assert_eq!(s.episode_alerts(&out[8].episode_ids[0], 10).await.unwrap().len(), 1);
+    let mut counts = s.count_by_state().await.unwrap();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(counts, [(State::Cancelled, 2), (State::Queued, 2), (State::Running, 1)]);
+
+    // The whole batch again, later: the same answers, every alert a duplicate, nothing new.
+    let redo = s.ingest(&batch, &p, at(20)).await.unwrap();
+    for (first, second) in out.iter().zip(&redo) {
+        assert_eq!((&second.alert_ids, &second.episode_ids), (&first.alert_ids, &first.episode_ids));
+        assert_eq!(
+            (second.duplicates, second.new_episodes, second.new_investigations.len()),
+            (first.alert_ids.len(), 0, 0)
+        );
+    }
+    for (id, n) in [(&inv_new, 2), (&inv_run, 4), (&inv_queued, 4), (&inv_brief, 4), (&inv_again, 1)] {
+        assert_eq!(s.events(id, 0, 100).await.unwrap().len(), n, "no new events for {id}");
+    }
+    assert_eq!(row(summary(inv_new).await), (State::Queued, 4, None, None));
 }
