@@ -3,7 +3,7 @@
 //! page of a 1,000-server catalog takes to list.
 //!
 //! ```text
-//! cargo bench --bench registry                  # everything, ~55 s after the build
+//! cargo bench --bench registry                  # everything, ~50 s after the build
 //! cargo bench --bench registry -- decide        # only the in-process decisions
 //! cargo bench --bench registry -- check list    # only the HTTP parts
 //! INQUEST_BENCH=quick cargo bench --bench registry   # 3 s paced windows instead of 10 s
@@ -44,39 +44,51 @@
 //!     `tower::ServiceExt::oneshot`, the peer's SPIFFE ID put where the listener puts it;
 //!     no socket, no TLS, no client. One at a time.
 //!   - `mTLS keep-alive 1,000/s` (the target row): open loop; request n is due at
-//!     start + n ms, sent by a pacer thread that sleeps until then and hands the request
-//!     to the client runtime; latency runs from when it was due to the last byte of the
-//!     answer, so a server (or client) that falls behind shows it. 1 s warm-up (opens
-//!     the connections), then 10 s measured. `lag` is due -> the client task starting
-//!     the request (the load generator's own delay: thread sleep overshoot and waking
-//!     the runtime); `service` is start -> last byte.
-//!   - `plain HTTP keep-alive 1,000/s`: the same router on plain TCP (the peer's SPIFFE
-//!     ID inserted by a bench layer), 5 s measured: what TLS adds.
-//!   - `mTLS TCP_NODELAY ... (diagnostic)`: the same mTLS server on a listening socket
-//!     with TCP_NODELAY set (Linux copies it to accepted sockets; setup checks that it
-//!     did), 5 s measured. The listener in src/ leaves Nagle's algorithm on; this row
-//!     shows what turning it off would change. Not judged.
+//!     start + n ms, sent by a pacer thread that waits until then (sleeping, then
+//!     yielding for the last 200 µs, since a sleep alone overshoots by ~90 µs) and
+//!     hands the request to the client runtime; latency runs from when it was due to
+//!     the last byte of the answer, so a server (or client) that falls behind shows
+//!     it. A burst of 8 concurrent checks opens the pool's connections, then 1 s
+//!     paced warm-up, then 10 s measured (connections opened while measured, each a
+//!     full handshake, are counted and printed). `lag` is due ->
+//!     the client task starting the request (the load generator's own delay), `pacer`
+//!     the part of it before the hand-over (the pacer thread late, e.g. preempted);
+//!     `service` is start -> last byte.
+//!   - `plain HTTP keep-alive 1,000/s`: the same router on plain TCP (TCP_NODELAY, as
+//!     the mTLS listener sets it; the peer's SPIFFE ID inserted by a bench layer), 5 s
+//!     measured: what TLS adds.
 //!   - `mTLS new connection each`: 100 requests one after another, each on a fresh
 //!     connection (pool disabled): a full TLS 1.3 handshake with both certificate
 //!     chains verified (the listener disables resumption on purpose).
 //! - list: `GET /v0.1/servers?limit=100` with 1,000 servers (each entry carries its
 //!   policy and twelve tools, as the registry serves them), one request at a time,
-//!   walking the ten pages by cursor over and over, over the same mTLS keep-alive
-//!   client, over the TCP_NODELAY server (diagnostic, as above), in-process through
-//!   the router, and the store's `CatalogStore::list` alone (SQL and decoding the rows,
-//!   no JSON out): the differences say where the time goes. The mTLS row's median per
-//!   page shows whether deep pages cost more. `limit=1000` is tried once: the
-//!   registry clamps it to 100 (the official registry's maximum); if it ever stops
-//!   clamping, a `limit=1000` row is measured too.
+//!   walking the ten pages by cursor over and over: over the same mTLS keep-alive
+//!   client, in-process through the router, and the store's `CatalogStore::list` alone
+//!   (SQL and decoding the rows, no JSON out); the differences say where the time
+//!   goes. The mTLS row's median per page shows whether deep pages cost more, and a
+//!   count of answers that took 40 ms or more watches for Nagle's algorithm meeting a
+//!   delayed ACK (the last small segment of a 400 KB answer held back until the client
+//!   acknowledges the rest, at least 40 ms on Linux; that put the p99 near 50 ms before
+//!   the TLS listener set TCP_NODELAY). `limit=1000` is tried once: the registry
+//!   clamps it to 100 (the official registry's maximum); if it ever stops clamping, a
+//!   `limit=1000` row is measured too.
 //!
 //! Targets: decide p99 < 10 µs; check over mTLS p99 < 1 ms at 1,000/s with no errors;
 //! list p99 < 20 ms. A missed target prints FAIL and still exits 0; a part that could
 //! not run (setup failed, a wrong answer in the sanity checks) exits 1, bad words 2.
 //!
+//! Machine context comes first: cores, load, how busy the cores were, and the wake-up
+//! floor (how late a thread sleeping 0.8 ms wakes, over 2,000 tries): on a VM that
+//! floor's p99 can be a millisecond even when idle, and every paced request crosses
+//! several sleeping threads, so it bounds how low the HTTP p99s here can go.
+//!
 //! Reading the numbers: the server, the load generator and SQLite share this machine's
 //! cores (two on the reference VM), so every HTTP latency includes the client's own
 //! work and its scheduling against the server's threads. The CPU line under the paced
-//! rows says who used what. Compare runs made under the same conditions.
+//! rows says who used what: this process's threads precisely (per thread name), the
+//! machine as the kernel's tick-sampled share of all cores, which misses short bursts
+//! like ours (it can read below this process's own share) but shows other CPU-bound
+//! work on the box (compilers, tests). Compare runs made under the same conditions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -94,6 +106,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use chrono::Utc;
 use hdrhistogram::Histogram;
@@ -149,11 +162,15 @@ const DECIDE_EACH: usize = 500_000;
 const CHECK_RATE: u64 = 1_000;
 const IN_PROCESS_CHECKS: usize = 5_000;
 const NEW_CONNECTIONS: usize = 100;
+/// Concurrent checks before a paced run: the keep-alive connections it starts with.
+const WARM_CONNECTIONS: usize = 8;
 const LIST_LIMIT: u32 = 100;
 /// Bounds on the list loop, whichever comes first.
 const LIST_REQUESTS: usize = 500;
 const LIST_TIME: Duration = Duration::from_secs(15);
 const IN_PROCESS_LISTS: usize = 200;
+/// Linux's shortest delayed ACK: a list answer this slow most likely waited for one.
+const DELAYED_ACK: Duration = Duration::from_millis(40);
 /// Every request gives up after this; keeps every loop bounded in time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -510,9 +527,6 @@ struct Env {
     /// The router behind the authentication layer, as it is served over mTLS.
     app: Router,
     mtls_base: String,
-    /// The diagnostic server with TCP_NODELAY, and whether accepted sockets got it.
-    nodelay_base: String,
-    nodelay_inherited: bool,
     plain_base: String,
     /// The agent's keep-alive client, and the connections it has opened so far.
     client: reqwest::Client,
@@ -544,52 +558,49 @@ impl Env {
             .context("starting the client runtime")?;
 
         let url = format!("sqlite://{}/r.db", dir.path().display());
-        let (state, app, mtls_addr, nodelay_addr, nodelay_inherited, plain_addr, seeded_in) =
-            server_rt.block_on(async {
-                let store = Arc::new(SqlStore::open(&url, 8).await.context("opening the store")?);
-                let config = RegistryConfig {
-                    public_url: "https://registry.inquest.local".into(),
-                    url: "https://registry.inquest.local".into(),
-                    admins: vec!["group:registry-admins".into()],
-                    approval_ttl: Duration::from_secs(3600),
-                    probe_interval: Duration::from_secs(30),
-                };
-                let state = RegistryState {
-                    config: Arc::new(config),
-                    store,
-                    clock: Arc::new(SystemClock),
-                    policy: Arc::new(PolicyCache::default()),
-                };
-                let started = Instant::now();
-                seed(&state).await?;
-                let seeded_in = started.elapsed();
+        let (state, app, mtls_addr, plain_addr, seeded_in) = server_rt.block_on(async {
+            let store = Arc::new(SqlStore::open(&url, 8).await.context("opening the store")?);
+            let config = RegistryConfig {
+                public_url: "https://registry.inquest.local".into(),
+                url: "https://registry.inquest.local".into(),
+                admins: vec!["group:registry-admins".into()],
+                approval_ttl: Duration::from_secs(3600),
+                probe_interval: Duration::from_secs(30),
+            };
+            let state = RegistryState {
+                config: Arc::new(config),
+                store,
+                clock: Arc::new(SystemClock),
+                policy: Arc::new(PolicyCache::default()),
+            };
+            let started = Instant::now();
+            seed(&state).await?;
+            let seeded_in = started.elapsed();
 
-                let app =
-                    router(state.clone()).layer(axum::middleware::from_fn_with_state(Authn::default(), authenticate));
-                // The registry's own SVID, admitting the agent only (as the registry's
-                // mesh listener would, among other roles).
-                let source = Arc::new(paths.file_source(REGISTRY).context("the registry's SVID")?);
-                let config = mtls::server_config(source, vec![AGENT.to_string()]).context("the server TLS config")?;
-                let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the mTLS listener")?;
-                let mtls_addr = serve_mtls(tcp, config.clone(), &app)?;
-                // Diagnostic: the same server on a listening socket with TCP_NODELAY, which
-                // Linux copies to every accepted socket. The listener in src/ leaves Nagle's
-                // algorithm on; the rows over this server show what turning it off would do.
-                let nodelay_addr = serve_mtls(nodelay_listener()?, config, &app)?;
+            let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(Authn::default(), authenticate));
+            // The registry's own SVID, admitting the agent only (as the registry's
+            // mesh listener would, among other roles).
+            let source = Arc::new(paths.file_source(REGISTRY).context("the registry's SVID")?);
+            let config = mtls::server_config(source, vec![AGENT.to_string()]).context("the server TLS config")?;
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the mTLS listener")?;
+            let mtls_addr = serve_mtls(tcp, config, &app)?;
 
-                // Plain HTTP: the same router; a bench layer stands in for the listener and
-                // says the peer is the agent, so authentication resolves the same principal.
-                let plain = app.clone().layer(axum::middleware::map_request(as_agent_peer));
-                let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the plain listener")?;
-                let plain_addr = tcp.local_addr().context("the plain listener's address")?;
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(tcp, plain).await {
-                        eprintln!("registry bench: the plain server stopped: {e}");
-                    }
-                });
-                let nodelay_inherited = nodelay_is_inherited().await?;
-                Ok::<_, anyhow::Error>((state, app, mtls_addr, nodelay_addr, nodelay_inherited, plain_addr, seeded_in))
-            })?;
+            // Plain HTTP: the same router; a bench layer stands in for the listener and
+            // says the peer is the agent, so authentication resolves the same principal.
+            let plain = app.clone().layer(axum::middleware::map_request(as_agent_peer));
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the plain listener")?;
+            let plain_addr = tcp.local_addr().context("the plain listener's address")?;
+            // TCP_NODELAY, as the mTLS listener sets it: the rows then differ by TLS only.
+            let tcp = tcp.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(tcp, plain).await {
+                    eprintln!("registry bench: the plain server stopped: {e}");
+                }
+            });
+            Ok::<_, anyhow::Error>((state, app, mtls_addr, plain_addr, seeded_in))
+        })?;
 
         // The agent's SVID follows its files from the client runtime, as in the agent.
         let (client, connects, fresh_client, fresh_connects) = {
@@ -616,8 +627,6 @@ impl Env {
             state,
             app,
             mtls_base: format!("https://{mtls_addr}"),
-            nodelay_base: format!("https://{nodelay_addr}"),
-            nodelay_inherited,
             plain_base: format!("http://{plain_addr}"),
             client,
             connects,
@@ -692,24 +701,6 @@ fn serve_mtls(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>, a
         }
     });
     Ok(addr)
-}
-
-/// A loopback listening socket with TCP_NODELAY set.
-fn nodelay_listener() -> Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4().context("creating a socket")?;
-    socket.set_nodelay(true).context("setting TCP_NODELAY")?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).context("binding the TCP_NODELAY listener")?;
-    socket.listen(1024).context("listening")
-}
-
-/// Whether a socket accepted from a [`nodelay_listener`] has TCP_NODELAY: the
-/// diagnostic rows mean something only if it does.
-async fn nodelay_is_inherited() -> Result<bool> {
-    let listener = nodelay_listener()?;
-    let addr = listener.local_addr().context("the test listener's address")?;
-    let (_client, accepted) = tokio::try_join!(tokio::net::TcpStream::connect(addr), listener.accept())
-        .context("connecting to the test listener")?;
-    accepted.0.nodelay().context("reading TCP_NODELAY")
 }
 
 async fn as_agent_peer(mut req: Request) -> Request {
@@ -799,18 +790,15 @@ fn check_part(env: &Env, opts: &Options) -> Result<()> {
 
     let mtls_run = paced(env, &env.client, &env.connects, &check_url, &payloads, warmup, measure)?;
     let plain_run = paced(env, &env.client, &env.connects, &plain_url, &payloads, warmup, plain_measure)?;
-    let nodelay_url = format!("{}/v0.1/x/authz/check", env.nodelay_base);
-    let nodelay_run = paced(env, &env.client, &env.connects, &nodelay_url, &payloads, warmup, plain_measure)?;
     let fresh = env.client_rt()?.block_on(sequential(&env.fresh_client, &check_url, &payloads, NEW_CONNECTIONS))?;
     let fresh_connects = env.fresh_connects.load(Ordering::Relaxed);
 
     rows.push(mtls_run.total_row(&format!("mTLS keep-alive {}/s", thousands(CHECK_RATE))).judged(TARGET_CHECK_P99));
     rows.push(mtls_run.lag_row("  of which lag (due -> sent)"));
+    rows.push(mtls_run.pacer_row("    of which pacer (due -> handed over)"));
     rows.push(mtls_run.service_row("  of which service (sent -> answer)"));
     rows.push(plain_run.total_row(&format!("plain HTTP keep-alive {}/s", thousands(CHECK_RATE))));
     rows.push(plain_run.service_row("  of which service (sent -> answer)"));
-    rows.push(nodelay_run.total_row(&format!("mTLS TCP_NODELAY keep-alive {}/s (diagnostic)", thousands(CHECK_RATE))));
-    rows.push(nodelay_run.service_row("  of which service (sent -> answer)"));
     rows.push(fresh.row("mTLS new connection each, one at a time"));
 
     println!();
@@ -822,15 +810,14 @@ fn check_part(env: &Env, opts: &Options) -> Result<()> {
         secs(warmup)
     );
     println!(
-        "mTLS paced: {} measured, {} sent, {} connections opened while measured; plain and TCP_NODELAY: {} measured",
+        "mTLS paced: {} measured, {} sent, new connections while measured: {} (each a full handshake); plain: {} measured",
         secs(measure),
         thousands(mtls_run.offered),
         mtls_run.new_connections,
         secs(plain_measure)
     );
-    print_nodelay_note(env);
     print_rows(&rows);
-    for (name, run) in [("mTLS paced", &mtls_run), ("plain paced", &plain_run), ("TCP_NODELAY paced", &nodelay_run)] {
+    for (name, run) in [("mTLS paced", &mtls_run), ("plain paced", &plain_run)] {
         println!("cpu, {name}: {}", run.cpu.describe());
         if let Some(e) = &run.first_error {
             println!("first error, {name}: {e}");
@@ -911,6 +898,12 @@ impl Sequential {
     fn row(&self, what: &str) -> Row {
         Row::from_hist(what, self.ok, &self.hist).with_errors(self.errors)
     }
+
+    /// How many answers took `d` or longer.
+    fn at_least(&self, d: Duration) -> u64 {
+        let limit = nanos(d);
+        self.hist.iter_recorded().filter(|v| v.value_iterated_to() >= limit).map(|v| v.count_at_value()).sum()
+    }
 }
 
 /// `n` in-process requests one at a time; `req(i)` gives the URI and body of request i.
@@ -947,6 +940,8 @@ async fn sequential(client: &reqwest::Client, url: &str, bodies: &[Bytes], n: us
 /// One paced request, as the client task saw it.
 struct Sample {
     due: Instant,
+    /// When the pacer spawned it onto the client runtime.
+    handed_over: Instant,
     started: Instant,
     done: Instant,
     result: Result<(), String>,
@@ -956,6 +951,7 @@ struct Sample {
 struct PacedRun {
     total: Histogram<u64>,
     lag: Histogram<u64>,
+    pacer: Histogram<u64>,
     service: Histogram<u64>,
     ok: u64,
     errors: u64,
@@ -972,6 +968,10 @@ impl PacedRun {
 
     fn lag_row(&self, what: &str) -> Row {
         Row::from_hist(what, self.ok, &self.lag)
+    }
+
+    fn pacer_row(&self, what: &str) -> Row {
+        Row::from_hist(what, self.ok, &self.pacer)
     }
 
     fn service_row(&self, what: &str) -> Row {
@@ -992,6 +992,14 @@ fn paced(
     measure: Duration,
 ) -> Result<PacedRun> {
     let handle = env.client_rt()?.handle().clone();
+    // A burst of concurrent checks first, so the pool holds the connections an agent
+    // that has been running a while would have: otherwise the first hiccup in the
+    // window makes the client open more, each a full handshake (~1 ms of CPU on both
+    // sides), which prolongs the hiccup. Connections opened while measured are counted.
+    env.client_rt()?.block_on(async {
+        let burst = (0..WARM_CONNECTIONS).map(|i| post_json(client, url, bodies[i % bodies.len()].clone()));
+        futures::future::try_join_all(burst).await.map(drop)
+    })?;
     let period = Duration::from_nanos(1_000_000_000 / CHECK_RATE);
     let total = (warmup + measure).as_nanos() / period.as_nanos();
     let total = u32::try_from(total).context("too many requests for one run")?;
@@ -1003,18 +1011,16 @@ fn paced(
     let mut tasks = Vec::with_capacity(total as usize);
     for n in 0..total {
         let due = start + period * n;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
+        pace_until(due);
         if due >= window_from && connects_at_window.is_none() {
             connects_at_window = Some(connects.load(Ordering::Relaxed));
         }
         let (client, url, body) = (client.clone(), url.to_string(), bodies[n as usize % bodies.len()].clone());
+        let handed_over = Instant::now();
         tasks.push(handle.spawn(async move {
             let started = Instant::now();
             let result = post_json(&client, &url, body).await.map(drop).map_err(|e| format!("{e:#}"));
-            Sample { due, started, done: Instant::now(), result }
+            Sample { due, handed_over, started, done: Instant::now(), result }
         }));
     }
     let samples = env.client_rt()?.block_on(async {
@@ -1030,6 +1036,7 @@ fn paced(
     let mut run = PacedRun {
         total: ns_histogram()?,
         lag: ns_histogram()?,
+        pacer: ns_histogram()?,
         service: ns_histogram()?,
         ok: 0,
         errors: 0,
@@ -1045,6 +1052,7 @@ fn paced(
                 run.ok += 1;
                 run.total.saturating_record(nanos(s.done - s.due));
                 run.lag.saturating_record(nanos(s.started.saturating_duration_since(s.due)));
+                run.pacer.saturating_record(nanos(s.handed_over.saturating_duration_since(s.due)));
                 run.service.saturating_record(nanos(s.done - s.started));
             }
             Err(e) => {
@@ -1097,8 +1105,6 @@ fn list_part(env: &Env) -> Result<()> {
     rows.push(in_process.row(&format!("limit={LIST_LIMIT}, in-process router")));
     let (over_mtls, by_page) = client_rt.block_on(list_loop(&env.client, &env.mtls_base, &uris))?;
     rows.push(over_mtls.row(&format!("limit={LIST_LIMIT}, mTLS keep-alive")).judged(TARGET_LIST_P99));
-    let (nodelay, _) = client_rt.block_on(list_loop(&env.client, &env.nodelay_base, &uris))?;
-    rows.push(nodelay.row(&format!("limit={LIST_LIMIT}, mTLS TCP_NODELAY keep-alive (diagnostic)")));
     let clamped = big_count <= u64::from(LIST_LIMIT);
     let mut big_run = None;
     if !clamped {
@@ -1131,11 +1137,16 @@ fn list_part(env: &Env) -> Result<()> {
         big_run.as_ref().map_or(String::new(), |r| format!(", {} bytes for limit=1000", thousands(avg(r)))),
         secs(env.seeded_in)
     );
-    print_nodelay_note(env);
     print_rows(&rows);
     let by_page: Vec<String> =
         by_page.iter().enumerate().map(|(i, h)| format!("{} {}", i + 1, fmt_ns(h.value_at_quantile(0.5)))).collect();
     println!("mTLS p50 by page: {}", by_page.join(", "));
+    println!(
+        "mTLS answers taking {} or more (a delayed ACK holding the last segment back): {} of {}",
+        fmt_ns(nanos(DELAYED_ACK)),
+        over_mtls.at_least(DELAYED_ACK),
+        over_mtls.ok
+    );
     if let Some(e) = &over_mtls.first_error {
         println!("first error: {e}");
     }
@@ -1259,7 +1270,7 @@ impl Row {
             return format!("FAIL ({} errors)", self.errors.unwrap_or(0));
         }
         if self.p99 < limit {
-            format!("PASS ({:.0}x margin)", limit as f64 / self.p99.max(1) as f64)
+            format!("PASS ({:.1}x margin)", limit as f64 / self.p99.max(1) as f64)
         } else {
             format!("FAIL (p99 {:.0}% over)", (self.p99 as f64 / limit as f64 - 1.0) * 100.0)
         }
@@ -1289,14 +1300,6 @@ fn print_rows(rows: &[Row]) {
     }
 }
 
-fn print_nodelay_note(env: &Env) {
-    let inherited = if env.nodelay_inherited { "yes" } else { "NO: the diagnostic rows are the same server" };
-    println!(
-        "diagnostic rows: the same registry on a listener with TCP_NODELAY (accepted sockets inherit it: {inherited}); \
-         not judged"
-    );
-}
-
 fn print_machine() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -1312,6 +1315,35 @@ fn print_machine() {
          registry server, its SQLite threads and the load generator all share these cores (one process)",
         load.join(" ")
     );
+    if let Ok(h) = wake_up_floor() {
+        let q = |x: f64| fmt_ns(h.value_at_quantile(x));
+        println!(
+            "wake-up floor: a thread sleeping {} wakes late by p50 {}, p99 {}, p99.9 {}, max {} ({} tries); every \
+             request crosses several sleeping threads (pacer, client and server workers), so no HTTP p99 here \
+             can be much below this one",
+            fmt_ns(nanos(FLOOR_SLEEP)),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            fmt_ns(h.max()),
+            thousands(FLOOR_TRIES)
+        );
+    }
+}
+
+const FLOOR_SLEEP: Duration = Duration::from_micros(800);
+const FLOOR_TRIES: u64 = 2_000;
+
+/// How late a sleeping thread wakes up on this machine: the scheduler's and (on a VM)
+/// the hypervisor's wake-up latency, which every cross-thread hand-off pays too.
+fn wake_up_floor() -> Result<Histogram<u64>> {
+    let mut h = ns_histogram()?;
+    for _ in 0..FLOOR_TRIES {
+        let t = Instant::now();
+        std::thread::sleep(FLOOR_SLEEP);
+        h.saturating_record(nanos(t.elapsed().saturating_sub(FLOOR_SLEEP)));
+    }
+    Ok(h)
 }
 
 fn ns_histogram() -> Result<Histogram<u64>> {
@@ -1365,7 +1397,8 @@ impl CpuUse {
     fn describe(&self) -> String {
         let groups: Vec<String> = self.groups.iter().map(|(g, p)| format!("{g} {p:.0}%")).collect();
         let ours: f64 = self.groups.iter().map(|(_, p)| p).sum();
-        let machine = self.machine.map_or(String::new(), |m| format!("; machine {m:.0}% of all cores busy"));
+        let machine =
+            self.machine.map_or(String::new(), |m| format!("; machine {m:.0}% of all cores busy (tick-sampled)"));
         format!("this process {ours:.0}% of one core: {} (over the measured window){machine}", groups.join(", "))
     }
 }
@@ -1403,6 +1436,21 @@ impl CpuProbe {
 
     fn finish(mut self) -> CpuUse {
         self.0.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
+/// Waits until `t` on the pacer thread. A thread sleep overshoots by 50-100 µs (the
+/// kernel's timer slack and wake-up), which would count as latency; so the thread
+/// sleeps until shortly before and yields for the rest (about a tenth of a core at
+/// 1,000/s, shown as `pacer` in the CPU line).
+fn pace_until(t: Instant) {
+    const YIELD_FOR: Duration = Duration::from_micros(200);
+    let now = Instant::now();
+    if t > now + YIELD_FOR {
+        std::thread::sleep(t - now - YIELD_FOR);
+    }
+    while Instant::now() < t {
+        std::thread::yield_now();
     }
 }
 

@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use self::plan::{Latest, Locked, Plan, Writes, json_text};
@@ -38,24 +39,27 @@ impl SqlStore {
         let now_ms = to_ms(now);
         let sql = Statements::get(self.backend);
         // Sorted and unique: the order PostgreSQL takes their locks in.
-        let keys: BTreeSet<&str> = batch.iter().map(|r| r.delivery.episode_key.as_str()).collect();
-        let keys = json_text(&keys)?;
+        let keys: Vec<&str> =
+            batch.iter().map(|r| r.delivery.episode_key.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
         let dedup_keys: Vec<&str> =
             batch.iter().flat_map(|r| &r.delivery.alerts).map(|a| a.dedup_key.as_str()).collect();
 
         let mut tx = self.begin_write().await?;
         if let Some(lock_keys) = &sql.lock_keys {
             // Replicas ingesting the same episode key must not both open an episode.
-            sqlx::query(lock_keys.as_str()).bind(&keys).execute(&mut *tx).await?;
+            // Chunks follow the sorted order, so the locks are still taken in key order.
+            for chunk in json_chunks(&keys, sql.max_json_bytes)? {
+                sqlx::query(lock_keys.as_str()).bind(chunk).execute(&mut *tx).await?;
+            }
         }
-        let stored = stored_alerts(&mut tx, sql, &json_text(&dedup_keys)?).await?;
+        let stored = stored_alerts(&mut tx, sql, &dedup_keys).await?;
         let latest = latest_episodes(&mut tx, sql, &keys).await?;
 
         let mut plan = Plan::new(now_ms, policy, stored, latest);
         for req in batch {
             plan.add(req)?;
         }
-        let locked = lock_investigations(&mut tx, sql, &plan.investigations_to_lock()).await?;
+        let locked = lock_investigations(&mut tx, sql, plan.investigations_to_lock()).await?;
         let (outcomes, writes, touched) = plan.finish(&locked, policy)?;
         write(&mut tx, sql, &writes, now_ms).await?;
         tx.commit().await?;
@@ -67,15 +71,15 @@ impl SqlStore {
 async fn stored_alerts(
     tx: &mut Tx,
     sql: &'static Statements,
-    dedup_keys: &str,
+    dedup_keys: &[&str],
 ) -> Result<HashMap<String, (String, String)>> {
-    let rows = sqlx::query(sql.stored_alerts.as_str()).bind(dedup_keys).fetch_all(&mut **tx).await?;
+    let rows = read_rows(tx, sql, &sql.stored_alerts, dedup_keys).await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?)))).collect()
 }
 
 /// The latest episode of each of `keys` that has one.
-async fn latest_episodes(tx: &mut Tx, sql: &'static Statements, keys: &str) -> Result<HashMap<String, Latest>> {
-    let rows = sqlx::query(sql.latest_episodes.as_str()).bind(keys).fetch_all(&mut **tx).await?;
+async fn latest_episodes(tx: &mut Tx, sql: &'static Statements, keys: &[&str]) -> Result<HashMap<String, Latest>> {
+    let rows = read_rows(tx, sql, &sql.latest_episodes, keys).await?;
     rows.iter()
         .map(|r| {
             let state: Option<String> = r.try_get(4)?;
@@ -94,11 +98,10 @@ async fn latest_episodes(tx: &mut Tx, sql: &'static Statements, keys: &str) -> R
 
 /// State and next sequence number of investigations the batch gives events, locked
 /// until the commit on PostgreSQL (SQLite's write lock already covers them).
-async fn lock_investigations(tx: &mut Tx, sql: &'static Statements, ids: &[&str]) -> Result<Locked> {
-    if ids.is_empty() {
-        return Ok(Locked::new());
-    }
-    let rows = sqlx::query(sql.lock_investigations.as_str()).bind(json_text(ids)?).fetch_all(&mut **tx).await?;
+async fn lock_investigations(tx: &mut Tx, sql: &'static Statements, mut ids: Vec<&str>) -> Result<Locked> {
+    // Sorted, so that chunks keep the locks in id order.
+    ids.sort_unstable();
+    let rows = read_rows(tx, sql, &sql.lock_investigations, &ids).await?;
     rows.iter()
         .map(|r| {
             let state: String = r.try_get(1)?;
@@ -108,27 +111,43 @@ async fn lock_investigations(tx: &mut Tx, sql: &'static Statements, ids: &[&str]
         .collect()
 }
 
-/// Writes the batch, one statement per kind of row, parents before children.
-async fn write(tx: &mut Tx, sql: &'static Statements, w: &Writes<'_>, now_ms: i64) -> Result<()> {
-    write_rows(tx, &sql.insert_deliveries, &w.deliveries, now_ms).await?;
-    write_rows(tx, &sql.insert_episodes, &w.episodes, now_ms).await?;
-    write_rows(tx, &sql.insert_investigations, &w.investigations, now_ms).await?;
-    write_rows(tx, &sql.insert_alerts, &w.alerts, now_ms).await?;
-    write_rows(tx, &sql.update_episodes, &w.episode_updates, now_ms).await?;
-    write_rows(tx, &sql.update_investigations, &w.investigation_updates, now_ms).await?;
-    write_rows(tx, &sql.insert_events, &w.events, now_ms).await
+/// Runs a read over `items` (a JSON array in `$1`): once, or once per
+/// `max_json_bytes` of them; not at all when there are none.
+async fn read_rows<T: Serialize>(
+    tx: &mut Tx,
+    sql: &'static Statements,
+    statement: &'static str,
+    items: &[T],
+) -> Result<Vec<AnyRow>> {
+    let mut rows = Vec::new();
+    for chunk in json_chunks(items, sql.max_json_bytes)? {
+        rows.extend(sqlx::query(statement).bind(chunk).fetch_all(&mut **tx).await?);
+    }
+    Ok(rows)
 }
 
-/// The most JSON one statement takes; more rows are written by further statements.
-/// Batches of ordinary alerts stay far below it; it keeps a batch of many huge
-/// payloads inside the engines' limits (a PostgreSQL `jsonb` value holds < 256 MiB).
-const MAX_JSON_BYTES: usize = 32 << 20;
+/// Writes the batch, one statement per kind of row, parents before children.
+async fn write(tx: &mut Tx, sql: &'static Statements, w: &Writes<'_>, now_ms: i64) -> Result<()> {
+    write_rows(tx, sql, &sql.insert_deliveries, &w.deliveries, now_ms).await?;
+    write_rows(tx, sql, &sql.insert_episodes, &w.episodes, now_ms).await?;
+    write_rows(tx, sql, &sql.insert_investigations, &w.investigations, now_ms).await?;
+    write_rows(tx, sql, &sql.insert_alerts, &w.alerts, now_ms).await?;
+    write_rows(tx, sql, &sql.update_episodes, &w.episode_updates, now_ms).await?;
+    write_rows(tx, sql, &sql.update_investigations, &w.investigation_updates, now_ms).await?;
+    write_rows(tx, sql, &sql.insert_events, &w.events, now_ms).await
+}
 
 /// Runs a write statement over `rows` (a JSON array in `$1`) at `now_ms` (`$2`): once,
-/// or once per `MAX_JSON_BYTES` of rows; not at all when there are none. The
+/// or once per `max_json_bytes` of rows; not at all when there are none. The
 /// statements are built once from constants (see `statements`), hence `'static`.
-async fn write_rows<T: Serialize>(tx: &mut Tx, statement: &'static str, rows: &[T], now_ms: i64) -> Result<()> {
-    for chunk in json_chunks(rows, MAX_JSON_BYTES)? {
+async fn write_rows<T: Serialize>(
+    tx: &mut Tx,
+    sql: &'static Statements,
+    statement: &'static str,
+    rows: &[T],
+    now_ms: i64,
+) -> Result<()> {
+    for chunk in json_chunks(rows, sql.max_json_bytes)? {
         sqlx::query(statement).bind(chunk).bind(now_ms).execute(&mut **tx).await?;
     }
     Ok(())
