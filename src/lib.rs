@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod identity;
 pub mod intake;
+pub mod mcp;
 pub mod policy;
 pub mod registry;
 pub mod store;
