@@ -16,4 +16,5 @@ mod openapi;
 mod prober;
 mod registry;
 mod replicas;
+mod spark;
 mod store;

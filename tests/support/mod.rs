@@ -6,3 +6,4 @@ pub mod oidc;
 pub mod pg;
 pub mod process;
 pub mod server;
+pub mod spark;
