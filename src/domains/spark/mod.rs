@@ -13,6 +13,7 @@ pub mod tools;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tracing::Instrument;
 
 pub use client::{BACKEND, ClientError, SparkClient};
 pub use config::SparkConfig;
@@ -60,9 +61,9 @@ impl Domain for SparkDomain {
     }
 
     async fn call(&self, call: ToolCall<'_>) -> Result<Value, ToolError> {
+        // Instrumented rather than entered: an entered span guard must not live across awaits.
         let span = tracing::info_span!("spark_tool", tool = call.tool, backend = %self.client.address());
-        let _entered = span.enter();
-        let work = tools::call(&self.client, self.max_items, call.tool, &call.args);
+        let work = tools::call(&self.client, self.max_items, call.tool, &call.args).instrument(span);
         // The framework's deadline and the client's cancel both end the call; requests
         // in flight are dropped with it (they only read).
         tokio::select! {
