@@ -1,0 +1,2 @@
+//! Domain servers: the tools of one data-platform system each, over its own backend.
+pub mod airflow;
