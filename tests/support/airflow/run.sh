@@ -2,13 +2,14 @@
 # Runs a private Apache Airflow (api-server, scheduler, dag-processor) bound to
 # 127.0.0.1 until it is told to stop or the process that started it is gone.
 #
-# Usage: run.sh <venv> <airflow-home> <port> <watch-pid>
+# Usage: run.sh <venv> <airflow-home> <port> <watch-pid> [cleanup]
 #
+# With `cleanup`, <airflow-home> is removed once everything has stopped.
 # Start it as the leader of a new process group: stopping it (SIGTERM to the group, or
 # the watched process exiting) stops every Airflow process it started, including task
 # processes. Each part logs to <airflow-home>/<part>.log.
 set -u
-venv="$1" home="$2" port="$3" watch="$4"
+venv="$1" home="$2" port="$3" watch="$4" cleanup="${5:-}"
 
 export AIRFLOW_HOME="$home"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
@@ -42,9 +43,10 @@ stop() {
   for _ in 1 2 3 4 5 6 7 8 9 10; do
     sleep 0.5
     pids=$(descendants $$)
-    [ -z "$pids" ] && exit 0
+    [ -z "$pids" ] && break
   done
-  kill -KILL $pids 2>/dev/null
+  [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+  [ "$cleanup" = cleanup ] && rm -rf "$home"
   kill -KILL -- -$$ 2>/dev/null
   exit 0
 }
