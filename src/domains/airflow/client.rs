@@ -63,13 +63,13 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub fn get(segments: &[&'a str], what: impl Into<String>) -> Request<'a> {
-        Request { method: Method::GET, segments: segments.to_vec(), query: Vec::new(), body: None, what: what.into() }
+    /// `what` names the object the path points at, for a 404 (`DAG `etl``).
+    pub fn new(method: Method, segments: &[&'a str], what: impl Into<String>) -> Request<'a> {
+        Request { method, segments: segments.to_vec(), query: Vec::new(), body: None, what: what.into() }
     }
 
-    pub fn with_method(mut self, method: Method) -> Self {
-        self.method = method;
-        self
+    pub fn get(segments: &[&'a str], what: impl Into<String>) -> Request<'a> {
+        Request::new(Method::GET, segments, what)
     }
 
     pub fn query(mut self, key: &'static str, value: impl ToString) -> Self {

@@ -260,11 +260,7 @@ impl AirflowDomain {
             note: args.note.as_deref(),
         };
         let run: DagRun = self
-            .write(
-                Request::get(&["dags", dag_id, "dagRuns"], format!("DAG `{dag_id}`"))
-                    .with_method(Method::POST)
-                    .json(&body),
-            )
+            .write(Request::new(Method::POST, &["dags", dag_id, "dagRuns"], format!("DAG `{dag_id}`")).json(&body))
             .await?;
         tracing::info!(dag_id, dag_run_id = %run.dag_run_id, "triggered an airflow DAG run");
         Ok(run)
@@ -294,8 +290,7 @@ impl AirflowDomain {
         }
         let cleared: TaskInstanceList = self
             .write(
-                Request::get(&["dags", dag_id, "clearTaskInstances"], format!("DAG `{dag_id}`"))
-                    .with_method(Method::POST)
+                Request::new(Method::POST, &["dags", dag_id, "clearTaskInstances"], format!("DAG `{dag_id}`"))
                     .json(&body),
             )
             .await?;
@@ -313,8 +308,7 @@ impl AirflowDomain {
         let dag_id = id("dag_id", &args.dag_id)?;
         let dag: Dag = self
             .write(
-                Request::get(&["dags", dag_id], format!("DAG `{dag_id}`"))
-                    .with_method(Method::PATCH)
+                Request::new(Method::PATCH, &["dags", dag_id], format!("DAG `{dag_id}`"))
                     .query("update_mask", "is_paused")
                     .json(&json!({"is_paused": args.paused})),
             )
@@ -327,6 +321,8 @@ impl AirflowDomain {
         match error {
             AirflowError::NotFound { what, .. } => ToolError::NotFound { what },
             AirflowError::Rejected { .. } => ToolError::Refused(error.to_string()),
+            // A 403 or another answer that repeating will not change: not worth a retry.
+            AirflowError::Status { .. } if !error.is_transient() => ToolError::Refused(error.to_string()),
             AirflowError::BadUrl { .. }
             | AirflowError::Unreachable { .. }
             | AirflowError::LoginRefused { .. }
@@ -377,5 +373,48 @@ impl Domain for AirflowDomain {
             result = tokio::time::timeout(call.deadline, work) => result.map_err(|_| ToolError::Timeout(call.deadline))?,
             () = call.cancel.cancelled() => Err(ToolError::Cancelled),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    fn domain() -> AirflowDomain {
+        let config = AirflowConfig { url: "http://airflow.test:8080/".to_string(), ..AirflowConfig::default() };
+        AirflowDomain::new(&config).unwrap()
+    }
+
+    #[test]
+    fn client_errors_become_tool_errors_naming_the_backend() {
+        let domain = domain();
+        let down = domain.tool_error(AirflowError::Unreachable {
+            address: "http://airflow.test:8080".to_string(),
+            why: "connection refused".to_string(),
+        });
+        assert!(
+            matches!(&down, ToolError::Backend { backend: "airflow", address, .. } if address == "http://airflow.test:8080"),
+            "{down:?}"
+        );
+        let missing = domain.tool_error(AirflowError::NotFound { what: "DAG `x`".to_string(), detail: String::new() });
+        assert_eq!(missing.to_string(), "DAG `x` not found");
+        let conflict = domain.tool_error(AirflowError::Rejected {
+            method: Method::POST,
+            path: "/api/v2/dags/x/dagRuns".to_string(),
+            status: StatusCode::CONFLICT,
+            detail: "already exists".to_string(),
+        });
+        assert!(matches!(conflict, ToolError::Refused(_)), "{conflict:?}");
+    }
+
+    #[test]
+    fn identity_and_catalog_line() {
+        let domain = domain();
+        assert_eq!(domain.id(), "airflow");
+        assert!(domain.description().len() <= 100);
+        assert_eq!(domain.backend(), "airflow at http://airflow.test:8080");
+        assert_eq!(domain.tools().len(), 11);
     }
 }
