@@ -6,6 +6,7 @@
 
 mod support;
 
+mod airflow;
 mod api;
 mod approvals;
 mod browser;

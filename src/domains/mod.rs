@@ -1,3 +1,4 @@
 //! Domain servers: the tools of one data-platform backend each, behind [`crate::mcp::Domain`].
 
+pub mod airflow;
 pub mod spark;

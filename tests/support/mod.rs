@@ -1,6 +1,7 @@
 //! Shared test support: databases, processes, in-process servers, fixtures.
 #![allow(dead_code)]
 
+pub mod airflow;
 pub mod mcp;
 pub mod oidc;
 pub mod pg;
