@@ -242,7 +242,23 @@ impl World {
 
         let world = World { _dir: dir, fake, url, mtls_url, agent_http, issuer, side_door, stop };
         world.register().await;
+        // The server publishes itself once the registry's policy cache knows the policy
+        // just written (it names the server's SPIFFE ID); from then on that cache is current.
+        world.registered_entry().await;
         world
+    }
+
+    /// The version the server published of itself (waits for it).
+    async fn registered_entry(&self) -> Value {
+        let path = format!("/v0.1/servers/dev.inquest%2Ffake/versions/{}", env!("CARGO_PKG_VERSION"));
+        for _ in 0..100 {
+            let (status, body) = self.registry(&admin(), "GET", &path, None).await;
+            if status == 200 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the server never registered itself");
     }
 
     async fn registry(&self, who: &Principal, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -379,6 +395,48 @@ fn elicitation_url(error: &rmcp::ServiceError) -> String {
 }
 
 // ---- tests ----
+
+#[tokio::test]
+async fn the_server_registers_itself_and_reports_usage() {
+    let w = World::start().await;
+    let entry = w.registered_entry().await;
+    assert_eq!(entry["server"]["remotes"][0]["url"], w.url.as_str(), "{entry}");
+    let meta = &entry["server"]["_meta"]["dev.inquest/server"];
+    assert_eq!(meta["suggested_policy"]["sensitive_tools"], json!(["restart"]));
+    assert_eq!(meta["tools"].as_array().unwrap().len(), 4);
+
+    // A person cannot publish the server's entry (nor can another service).
+    let doc = json!({"name": "dev.inquest/fake", "description": "x", "version": "9.9.9"});
+    let (status, _) = w.registry(&approver(), "POST", "/v0.1/publish", Some(doc)).await;
+    assert_eq!(status, 403);
+
+    // Usage of a call reaches the registry (asynchronously).
+    let client = w.agent(legacy(), Person::default()).await;
+    client.call_tool(call("echo", json!({"text": "hi"}))).await.unwrap();
+    let mut total = 0;
+    for _ in 0..100 {
+        let (_, summary) = w.registry(&admin(), "GET", "/v0.1/x/usage", None).await;
+        total = summary["total"]["invocations"].as_i64().unwrap_or(0);
+        if total > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(total > 0, "no usage was recorded");
+}
+
+#[tokio::test]
+async fn authentication_off_is_refused_off_loopback() {
+    let mut settings = ServerSettings::new("fake", "http://10.0.0.1:7410/mcp");
+    settings.auth = mcp::AuthMode::None;
+    let deps = Deps {
+        policy: Some(Arc::new(mcp::authz::FixedPolicy(Default::default()))),
+        binds: vec!["0.0.0.0:7410".parse().unwrap()],
+        ..Default::default()
+    };
+    let err = mcp::serve(Arc::new(Fake::default()), settings, deps, CancellationToken::new()).err().unwrap();
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
 
 #[tokio::test]
 async fn lists_and_calls_on_both_revisions() {

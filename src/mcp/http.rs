@@ -101,6 +101,10 @@ pub fn serve(
         .map(|d| Gatekeeper::new(d, &settings.registry_name, &key, settings.request_state_ttl))
         .transpose()
         .map_err(|why| ServeError::Setup { id: settings.id.clone(), why })?;
+    if let Some(link) = &deps.registry {
+        let doc = super::register::server_json(&settings, domain.description(), &domain.tools());
+        tokio::spawn(super::register::publish(link.clone(), doc, stop.child_token()));
+    }
     let usage = match &deps.registry {
         Some(r) => UsageReporter::start(r.http.clone(), &r.url, stop.child_token()),
         None => UsageReporter::disabled(),

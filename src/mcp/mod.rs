@@ -12,6 +12,7 @@
 //! - [`approval`]: sensitive tools wait for a consumed approval (URL elicitation,
 //!   sealed `requestState`).
 //! - [`observe`]: metrics, usage reports, audit records.
+//! - [`register`]: publishing the server's own `server.json` at start.
 //! - [`settings`], [`domains`]: how a server is configured and where domains are built.
 
 pub mod approval;
@@ -20,6 +21,7 @@ pub mod authz;
 pub mod domains;
 pub mod http;
 pub mod observe;
+pub mod register;
 pub mod server;
 pub mod settings;
 pub mod tool;

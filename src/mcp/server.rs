@@ -116,9 +116,6 @@ impl ServerHandler for McpServer {
         let started = Instant::now();
         let name = request.name.to_string();
         let args = request.arguments.clone().unwrap_or_default();
-        let span = tracing::info_span!("tool_call", server = %self.0.settings.id, tool = %name, caller = %who.id());
-        let _enter = span.enter();
-        drop(_enter);
         let fw = &self.0;
         let finish = |outcome: Outcome, output: &Value| {
             let elapsed = started.elapsed();
