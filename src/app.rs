@@ -22,6 +22,7 @@ use crate::identity::mtls::{self, MtlsListener, MtlsPeer};
 use crate::identity::oidc::WebAuth;
 use crate::identity::{devca, svid};
 use crate::intake::writer::IntakeWriter;
+use crate::mcp;
 use crate::registry::authz::PolicyCache;
 use crate::registry::catalog::{CatalogStore, ProbeRecorder};
 use crate::registry::{self, RegistryState, approvals, prober};
@@ -170,6 +171,15 @@ pub async fn run(
             shutdown.child_token(),
         ));
     }
+    if role == Role::All {
+        let mut binds = vec![listeners.public.local_addr()?];
+        if let Some(m) = &listeners.mesh {
+            binds.push(m.local_addr()?);
+        }
+        let mounted = mount_servers(&config, binds, &shutdown).await?;
+        mesh_router = mesh_router.map(|m| m.merge(mounted.clone()));
+        router = router.merge(mounted);
+    }
     let router = router.layer(TraceLayer::new_for_http());
 
     let mut servers: Vec<Task> = Vec::new();
@@ -275,4 +285,130 @@ async fn mesh_identity(config: &Config, role: Role) -> Result<Arc<dyn svid::Svid
     svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, role.identity()))
         .await
         .map_err(|e| AppError::Identity(e.to_string()))
+}
+
+/// The settings of domain server `id`: its `[servers.<id>]` table (or the defaults),
+/// with `fallback_url` as its public URL unless one is configured.
+pub fn server_settings(config: &Config, id: &str, fallback_url: &str) -> mcp::ServerSettings {
+    let sc = config.servers.get(id).cloned().unwrap_or_else(|| crate::config::server_defaults(id));
+    let mut s = mcp::ServerSettings::new(id, sc.public_url.as_deref().unwrap_or(fallback_url));
+    s.auth = if sc.auth == "none" { mcp::AuthMode::None } else { mcp::AuthMode::Required };
+    s.allowed_hosts = sc.allowed_hosts;
+    s.allowed_origins = sc.allowed_origins;
+    s.required_scope = sc.required_scope;
+    s.call_timeout = sc.call_timeout;
+    s.policy_ttl = sc.policy_ttl;
+    s.policy_max_staleness = sc.policy_max_staleness;
+    s
+}
+
+/// What a domain server needs from the rest of the process: its SVID (for the registry
+/// and its listener), the registry link and the people's token validator.
+async fn server_deps(
+    config: &Config,
+    id: &str,
+    binds: Vec<std::net::SocketAddr>,
+) -> Result<(Arc<dyn svid::SvidSource>, mcp::Deps), AppError> {
+    let td = &config.identity.trust_domain;
+    if matches!(config.identity.svid, SvidConfig::Dev) {
+        let data_dir = config.data_dir.clone();
+        let td_owned = td.clone();
+        tokio::task::spawn_blocking(move || devca::ensure_dev_identities(&data_dir, &td_owned))
+            .await
+            .map_err(|e| AppError::Identity(e.to_string()))?
+            .map_err(|e| AppError::Identity(e.to_string()))?;
+    }
+    let identity =
+        svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, &format!("server/{id}")))
+            .await
+            .map_err(|e| AppError::Identity(e.to_string()))?;
+    let http = mtls::http_client(identity.clone(), vec![devca::role_id(td, "registry")])
+        .map_err(|e| AppError::Identity(e.to_string()))?;
+    let jwt = match &config.identity.oidc {
+        Some(oidc) => Some(
+            crate::identity::jwt::JwtValidator::discover(
+                reqwest::Client::new(),
+                crate::identity::jwt::ValidatorSettings::from_oidc(oidc),
+            )
+            .map_err(|e| AppError::Identity(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let deps = mcp::Deps {
+        jwt,
+        registry: Some(mcp::RegistryLink { url: config.registry.url.clone(), http }),
+        audit_dir: Some(config.data_dir.clone()),
+        binds,
+        ..Default::default()
+    };
+    Ok((identity, deps))
+}
+
+/// Runs one domain server (`inquest server <id>`) on `listener` until `shutdown`: TLS
+/// with the server's SVID, client certificates verified when presented (services by
+/// SPIFFE ID), bearer tokens otherwise; `/healthz` and `/readyz` beside the MCP endpoint.
+pub async fn run_server(
+    config: Config,
+    domain: Arc<dyn mcp::Domain>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let id = domain.id();
+    let local = listener.local_addr()?;
+    let settings = server_settings(&config, id, &format!("https://{local}/mcp"));
+    let (identity, deps) = server_deps(&config, id, vec![local]).await?;
+    let served =
+        mcp::serve(domain.clone(), settings, deps, shutdown.clone()).map_err(|e| AppError::Identity(e.to_string()))?;
+    let ready_domain = domain.clone();
+    let router = served
+        .router
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let domain = ready_domain.clone();
+                async move {
+                    match domain.healthy().await {
+                        Ok(()) => (axum::http::StatusCode::OK, "ready".to_string()),
+                        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    }
+                }
+            }),
+        )
+        .layer(TraceLayer::new_for_http());
+    let tls = mtls::server_config_client_optional(identity.clone(), vec!["*".to_string()])
+        .map_err(|e| AppError::Identity(e.to_string()))?;
+    let listener = MtlsListener::new(listener, tls)?;
+    info!(address = %local, server = id, identity = identity.current().spiffe_id(), "MCP server {id} on https://{local}/mcp");
+    let app = router.into_make_service_with_connect_info::<MtlsPeer>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    info!(server = id, "stopped");
+    Ok(())
+}
+
+/// Mounts every enabled `[servers.<id>]` whose domain is built in at `/mcp/<id>`
+/// (`inquest all`); a domain that is not built in yet is skipped with a warning.
+async fn mount_servers(
+    config: &Config,
+    binds: Vec<std::net::SocketAddr>,
+    shutdown: &CancellationToken,
+) -> Result<Router, AppError> {
+    let mut router = Router::new();
+    for (id, sc) in config.servers.iter().filter(|(_, sc)| sc.enabled) {
+        let domain = match mcp::domains::build_domain(id, config) {
+            Ok(d) => d,
+            Err(error) => {
+                warn!(server = %id, %error, "not mounting this MCP server");
+                continue;
+            }
+        };
+        let url = format!("{}/mcp/{id}", config.registry.public_url);
+        let settings = server_settings(config, id, sc.public_url.as_deref().unwrap_or(&url));
+        let (_, deps) = server_deps(config, id, binds.clone()).await?;
+        let served =
+            mcp::serve(domain, settings, deps, shutdown.clone()).map_err(|e| AppError::Identity(e.to_string()))?;
+        info!(server = %id, "MCP server mounted at /mcp/{id}");
+        router = router.merge(served.router);
+    }
+    Ok(router)
 }

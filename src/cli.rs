@@ -37,6 +37,11 @@ pub enum Command {
     Agent,
     /// The registry role: server catalog, policy, approvals, audit, usage, web UI.
     Registry,
+    /// One domain MCP server (airflow, presto or spark), listening on its own address.
+    Server {
+        /// Which domain: airflow, presto or spark.
+        id: String,
+    },
     /// Create a development CA and issue SVIDs for every role into the data dir.
     DevCa {
         /// Also issue an SVID for this SPIFFE ID (repeatable), e.g. for a test client.

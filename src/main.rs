@@ -48,6 +48,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::All => run_role(cfg, app::Role::All).await,
         Command::Agent => run_role(cfg, app::Role::Agent).await,
         Command::Registry => run_role(cfg, app::Role::Registry).await,
+        Command::Server { id } => run_server(cfg, &id).await,
         Command::DevCa { ids } => inquest::identity::devca::command(&cfg, &ids),
         Command::Audit { command: AuditCommand::Verify } => inquest::registry::audit::verify_command(&cfg).await,
         Command::Alert { command: AlertCommand::Send { source, file, url, token } } => {
@@ -83,6 +84,20 @@ async fn run_role(cfg: Config, role: app::Role) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     app::run(cfg, role, app::Listeners { public, mesh }, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_server(cfg: Config, id: &str) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    telemetry::init_logging(&cfg.log);
+    let domain = inquest::mcp::domains::build_domain(id, &cfg)?;
+    let listen = cfg.servers.get(id).cloned().unwrap_or_else(|| config::server_defaults(id)).listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (set servers.{id}.listen)"))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    app::run_server(cfg, domain, listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

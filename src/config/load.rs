@@ -114,6 +114,7 @@ const KNOWN_KEYS: &[&str] = &[
     "registry.admins",
     "registry.approval_ttl",
     "registry.probe_interval",
+    "servers.",
 ];
 
 /// Loads file, environment and flags. `env` replaces the process environment (tests
@@ -254,7 +255,26 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
         probe_interval: r.duration("registry.probe_interval", "30s"),
     };
 
-    let cfg = Config { listen, mesh_listen, data_dir, log, tls, store, intake, episodes, engine, identity, registry };
+    let (servers, server_errors) =
+        super::servers::parse(r.opt::<BTreeMap<String, serde_json::Value>>("servers").unwrap_or_default());
+    for (key, message) in server_errors {
+        r.error(&key, message);
+    }
+
+    let cfg = Config {
+        listen,
+        mesh_listen,
+        data_dir,
+        log,
+        tls,
+        store,
+        intake,
+        episodes,
+        engine,
+        identity,
+        registry,
+        servers,
+    };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
 }

@@ -6,6 +6,7 @@
 //! user sees all mistakes at once, each with the key it belongs to.
 
 mod load;
+mod servers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 pub use load::{ConfigError, ConfigErrors, Overrides, load};
+pub use servers::{ServerConfig, defaults as server_defaults};
 
 /// The whole configuration, validated. Nothing in here needs checking again.
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub identity: IdentityConfig,
     pub registry: RegistryConfig,
+    /// `[servers.<id>]`: the domain MCP servers.
+    pub servers: BTreeMap<String, ServerConfig>,
 }
 
 /// Mesh identity (SPIFFE SVIDs) and user identity (OIDC).
@@ -236,6 +240,7 @@ impl Config {
             "engine": self.engine,
             "identity": self.identity,
             "registry": self.registry,
+            "servers": self.servers,
         })
     }
 }

@@ -46,7 +46,26 @@ pub fn server_config(
     source: Arc<dyn SvidSource>,
     allowed: Vec<String>,
 ) -> Result<Arc<rustls::ServerConfig>, MtlsError> {
-    let verifier = Arc::new(ClientVerifier(PeerCheck::new(source.clone(), allowed, webpki::KeyUsage::client_auth())));
+    build_server_config(source, allowed, true)
+}
+
+/// As [`server_config`], but a client without a certificate is let in too (an MCP
+/// server's listener: services present SVIDs, people's tools present bearer tokens).
+/// A certificate that is presented is verified exactly as there.
+pub fn server_config_client_optional(
+    source: Arc<dyn SvidSource>,
+    allowed: Vec<String>,
+) -> Result<Arc<rustls::ServerConfig>, MtlsError> {
+    build_server_config(source, allowed, false)
+}
+
+fn build_server_config(
+    source: Arc<dyn SvidSource>,
+    allowed: Vec<String>,
+    mandatory: bool,
+) -> Result<Arc<rustls::ServerConfig>, MtlsError> {
+    let check = PeerCheck::new(source.clone(), allowed, webpki::KeyUsage::client_auth());
+    let verifier = Arc::new(ClientVerifier(check, mandatory));
     let mut cfg = rustls::ServerConfig::builder_with_provider(svid::crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -215,11 +234,11 @@ impl PeerCheck {
 
 /// The server side: requires and checks client certificates.
 #[derive(Debug)]
-struct ClientVerifier(PeerCheck);
+struct ClientVerifier(PeerCheck, bool);
 
 impl ClientCertVerifier for ClientVerifier {
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.1
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

@@ -314,9 +314,18 @@ async fn publish(
     Authenticated(caller): Authenticated,
     body: Bytes,
 ) -> Result<Json<ServerResponse>, Failure> {
-    require_admin(&state.config, &caller)?;
     let doc: Value = parse_body(&body)?;
     let server = server_json::validate(&doc).map_err(|v| Failure::invalid("invalid_server_json", "server.json", v))?;
+    if !is_admin(&state.config, &caller) {
+        // A server registers itself: it may publish the entry whose policy names its own
+        // SPIFFE ID as the server's service identity, and nothing else.
+        state.policy.ensure_fresh(&*state.store).await?;
+        let own = matches!(&caller, Principal::Service { spiffe_id }
+            if state.policy.service_identity(&server.name).as_deref() == Some(spiffe_id.as_str()));
+        if !own {
+            return Err(Failure::forbidden("only registry admins, or the server itself, may publish it"));
+        }
+    }
     let entry = state.store.publish(&server, &caller.id(), state.clock.now()).await?;
     info!(server = %server.name, version = %server.version, actor = %caller.id(), latest = entry.is_latest, "published");
     refresh_policy(&state).await;
