@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod domains;
 pub mod engine;
 pub mod identity;
 pub mod intake;

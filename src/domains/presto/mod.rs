@@ -1,0 +1,4 @@
+//! The Presto / Trino domain.
+
+pub mod config;
+pub mod sql;
