@@ -113,9 +113,7 @@ impl PrestoConfig {
             problem("timeout", "must be longer than zero");
         }
         match &self.auth {
-            PrestoAuth::Basic { username, .. } if username.is_empty() => {
-                problem("auth.username", "must not be empty")
-            }
+            PrestoAuth::Basic { username, .. } if username.is_empty() => problem("auth.username", "must not be empty"),
             PrestoAuth::Basic { .. } | PrestoAuth::Bearer { .. } if self.url.starts_with("http://") => {
                 tracing::warn!(url = %self.url, "presto credentials will be sent over plain HTTP");
             }

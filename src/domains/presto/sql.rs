@@ -65,10 +65,7 @@ fn classify(statement: &Statement) -> Result<ReadKind, Refusal> {
         | Statement::ShowObjects(_) => Ok(ReadKind::Show),
         Statement::ExplainTable { .. } => Ok(ReadKind::Describe),
         Statement::Explain { analyze, options, statement, .. } => {
-            let analyze_option = options
-                .iter()
-                .flatten()
-                .any(|o| o.name.value.eq_ignore_ascii_case("analyze"));
+            let analyze_option = options.iter().flatten().any(|o| o.name.value.eq_ignore_ascii_case("analyze"));
             if (*analyze || analyze_option) && classify(statement).is_err() {
                 return Err(Refusal::ExplainAnalyzeOfWrite(kind_of(statement)));
             }

@@ -185,6 +185,9 @@ class Coordinator:
         head = " ".join(w.upper() for w in words[:2])
         if re.match(r"(?is)^call\s+system\.runtime\.kill_query\s*\(", sql):
             return self.kill(query, sql)
+        if re.match(r"(?i)^(show|describe|desc)\s", sql):
+            # Quoted identifiers name the same objects here (all names are lower case).
+            sql = sql.replace('"', "")
         if re.match(r"(?i)^show\s+catalogs\b", sql):
             return self.show(query, "Catalog", [[c] for c in CATALOGS], like_of(sql))
         if re.match(r"(?i)^show\s+schemas\b", sql):
