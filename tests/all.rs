@@ -13,6 +13,7 @@ mod durability;
 mod jwt;
 mod mtls;
 mod openapi;
+mod presto;
 mod prober;
 mod registry;
 mod replicas;

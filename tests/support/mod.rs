@@ -4,5 +4,6 @@
 pub mod mcp;
 pub mod oidc;
 pub mod pg;
+pub mod presto;
 pub mod process;
 pub mod server;

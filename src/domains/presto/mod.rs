@@ -40,10 +40,16 @@ impl PrestoDomain {
     /// Runs a statement this domain built or checked; reads retry while the coordinator is down.
     async fn read(&self, call: &ToolCall<'_>, sql: &str, limits: Limits) -> Result<QueryResult, ToolError> {
         let info = call.caller.id();
-        retry_read(|| async {
-            self.client.execute(sql, limits, &call.cancel, Some(&info)).await.map_err(to_tool_error)
-        })
-        .await
+        // Only an unreachable or overloaded coordinator is worth another try; a query
+        // that failed on it (even for a backend reason) would fail again.
+        let attempt = || async {
+            match self.client.execute(sql, limits, &call.cancel, Some(&info)).await {
+                Ok(result) => Ok(Ok(result)),
+                Err(e @ PrestoError::Query { .. }) => Ok(Err(to_tool_error(e))),
+                Err(e) => Err(to_tool_error(e)),
+            }
+        };
+        retry_read(attempt).await?
     }
 
     /// Limits for a call: the configured ones, with the deadline the framework gives.
@@ -232,6 +238,18 @@ impl Domain for PrestoDomain {
                 let message = args.message.unwrap_or_else(|| format!("killed by inquest for {}", call.caller.id()));
                 let message = literal(&message).map_err(|e| invalid("message", e))?;
                 let before = self.one_query(&call, &id).await?;
+                if !matches!(
+                    before.state.as_str(),
+                    "QUEUED"
+                        | "RUNNING"
+                        | "PLANNING"
+                        | "STARTING"
+                        | "WAITING_FOR_RESOURCES"
+                        | "DISPATCHING"
+                        | "FINISHING"
+                ) {
+                    return Err(ToolError::Refused(format!("query {id} is not running ({})", before.state)));
+                }
                 // Built here from a validated id and a quoted literal; the read-only check
                 // would (rightly) refuse a CALL from a caller.
                 let statement = format!(
@@ -251,6 +269,9 @@ impl Domain for PrestoDomain {
     }
 }
 
+/// User errors that say the query was stopped, not that the statement was wrong.
+const STOPPED: &[&str] = &["ADMINISTRATIVELY_KILLED", "USER_CANCELED", "EXCEEDED_TIME_LIMIT", "QUERY_REJECTED"];
+
 fn invalid(name: &str, why: impl std::fmt::Display) -> ToolError {
     ToolError::InvalidArgument { name: name.to_string(), why: why.to_string() }
 }
@@ -261,7 +282,9 @@ fn to_tool_error(error: PrestoError) -> ToolError {
     match error {
         // The statement's own mistake (TABLE_NOT_FOUND, SYNTAX_ERROR, ...): the
         // caller can fix it, and retrying would not help.
-        PrestoError::Query { ref error_name, ref error_type, ref message, .. } if error_type == "USER_ERROR" => {
+        PrestoError::Query { ref error_name, ref error_type, ref message, .. }
+            if error_type == "USER_ERROR" && !STOPPED.contains(&error_name.as_str()) =>
+        {
             ToolError::InvalidArgument { name: "sql".to_string(), why: format!("{error_name}: {message}") }
         }
         PrestoError::Query { .. } => backend_error(&error),

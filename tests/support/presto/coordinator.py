@@ -108,7 +108,7 @@ class Query:
         self.headers = []  # (name without prefix, value) sent with the final answer
         self.run_until = None  # a sleeping statement runs until then
         self.next_row = 0
-        self.answers = {}  # token -> answer already given (a client may repeat a GET)
+        self.answers = {}  # (phase, token) -> answer already given (a client may repeat a GET)
         self.lock = threading.Lock()
 
     def done(self):
@@ -365,8 +365,8 @@ class Coordinator:
     def answer(self, query, base, token, phase):
         """The answer for GET `phase/{id}/{slug}/{token}`; a repeated token gets the same answer."""
         with query.lock:
-            if token in query.answers:
-                return query.answers[token]
+            if (phase, token) in query.answers:
+                return query.answers[(phase, token)]
             self.advance(query)
             body = {
                 "id": query.id,
@@ -398,7 +398,7 @@ class Coordinator:
                     body["updateType"] = query.update_type
                 if "nextUri" not in body:
                     headers = query.headers
-            query.answers[token] = (body, headers)
+            query.answers[(phase, token)] = (body, headers)
             return body, headers
 
     def cancel(self, query):
