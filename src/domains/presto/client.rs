@@ -231,8 +231,9 @@ impl PrestoClient {
         self.answer(response).await
     }
 
-    /// One request, retried while the coordinator answers 429/502/503/504. A POST
-    /// whose connection broke is not retried: the statement may have started.
+    /// One request, retried while the coordinator answers 429/502/503/504 (the
+    /// protocol's "try again"). Connection failures are left to the caller: the
+    /// domain retries reads as a whole, and a POST that broke may have started.
     async fn send(
         &self,
         method: Method,
@@ -240,7 +241,6 @@ impl PrestoClient {
         body: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<reqwest::Response, PrestoError> {
-        let retry_connection_errors = method != Method::POST;
         let attempt = || async {
             let mut request = self.http.request(method.clone(), url).headers(headers.clone());
             if let Some(body) = body {
@@ -248,7 +248,7 @@ impl PrestoClient {
             }
             let response = self.authorize(request).send().await.map_err(|e| Attempt::Failed {
                 error: PrestoError::Unreachable { address: self.address.clone(), why: error_chain(&e) },
-                retry: retry_connection_errors && (e.is_connect() || e.is_timeout()),
+                retry: false,
             })?;
             let status = response.status();
             if status.is_success() {
