@@ -15,6 +15,7 @@ mod jwt;
 mod mcp_server;
 mod mtls;
 mod openapi;
+mod presto;
 mod prober;
 mod registry;
 mod replicas;

@@ -5,6 +5,7 @@ pub mod airflow;
 pub mod mcp;
 pub mod oidc;
 pub mod pg;
+pub mod presto;
 pub mod process;
 pub mod server;
 pub mod spark;
