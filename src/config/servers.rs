@@ -130,7 +130,12 @@ pub fn parse(raw: BTreeMap<String, serde_json::Value>) -> (BTreeMap<String, Serv
             }
         }
         s.extra = r.extra;
+        errors.extend(crate::mcp::domains::check(&id, &s.extra));
         out.insert(id, s);
+    }
+    // Every built-in domain runs unless its table says `enabled = false`.
+    for id in crate::mcp::domains::KNOWN {
+        out.entry(id.to_string()).or_insert_with(|| defaults(id));
     }
     (out, errors)
 }
