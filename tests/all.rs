@@ -12,6 +12,7 @@ mod approvals;
 mod browser;
 mod durability;
 mod jwt;
+mod mcp_domains;
 mod mcp_server;
 mod mtls;
 mod openapi;

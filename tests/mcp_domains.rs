@@ -1,0 +1,204 @@
+//! Each domain server through the full stack: the real domain over its real backend
+//! (tests/support), served by the MCP framework over mTLS with the dev CA's SVIDs, called
+//! by an rmcp client as the agent on both protocol revisions. A tool's answer through
+//! MCP must be what the domain reads from the backend (the domain's own suites compare
+//! that with the backend's REST API), and its `tools/list` must match the domain's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use inquest::identity::devca;
+use inquest::identity::mtls::{self, MtlsListener, MtlsPeer};
+use inquest::identity::svid::SvidSource;
+use inquest::mcp::authz::FixedPolicy;
+use inquest::mcp::{self, Deps, Domain, NoProgress, ServerSettings, ToolCall};
+use inquest::policy::{Access, ReviewState, ServerPolicy, UnlistedTools};
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{airflow as af, presto, spark};
+
+const TD: &str = "inquest.local";
+const AGENT: &str = "spiffe://inquest.local/agent";
+
+/// A domain served over mTLS, and the agent's client settings for it.
+struct Served {
+    _dir: tempfile::TempDir,
+    url: String,
+    agent_http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(domain: Arc<dyn Domain>) -> Served {
+    inquest::identity::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let id = domain.id();
+    let server_id = format!("spiffe://{TD}/server/{id}");
+    let paths = devca::ensure_dev_identities(dir.path(), TD).unwrap();
+    let server_svid: Arc<dyn SvidSource> = Arc::new(paths.file_source(&server_id).unwrap());
+    let agent_svid: Arc<dyn SvidSource> = Arc::new(paths.file_source(AGENT).unwrap());
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let url = format!("https://{addr}/mcp/{id}");
+    let policy = ServerPolicy {
+        security_review: ReviewState::Approved,
+        production: ReviewState::Approved,
+        access: Access { allowed: vec![AGENT.to_string()], unlisted_tools: UnlistedTools::Allow, ..Default::default() },
+        ..Default::default()
+    };
+    let deps = Deps {
+        policy: Some(Arc::new(FixedPolicy(policy))),
+        audit_dir: Some(dir.path().to_path_buf()),
+        binds: vec![addr],
+        ..Default::default()
+    };
+    let stop = CancellationToken::new();
+    let served = mcp::serve(domain, ServerSettings::new(id, &url), deps, stop.clone()).unwrap();
+    let tls = mtls::server_config(server_svid, vec![AGENT.to_string()]).unwrap();
+    let listener = MtlsListener::new(tcp, tls).unwrap();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let app = served.router.into_make_service_with_connect_info::<MtlsPeer>();
+        let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
+    });
+    let agent_http = mtls::http_client(agent_svid, vec![server_id]).unwrap();
+    Served { _dir: dir, url, agent_http, stop }
+}
+
+async fn agent(served: &Served, lifecycle: ClientLifecycleMode) -> RunningService<RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::with_client(
+        served.agent_http.clone(),
+        StreamableHttpClientTransportConfig::with_uri(served.url.clone()),
+    );
+    ().serve_with_lifecycle(transport, lifecycle).await.unwrap()
+}
+
+fn revisions() -> [(&'static str, ClientLifecycleMode); 2] {
+    [
+        ("2026-07-28", ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }),
+        ("2025-11-25", ClientLifecycleMode::Initialize),
+    ]
+}
+
+/// The domain's own answer, without MCP.
+async fn direct(domain: &dyn Domain, tool: &str, args: &Value) -> Value {
+    let caller = inquest::identity::Principal::service(AGENT);
+    let call = ToolCall {
+        tool,
+        args: args.as_object().cloned().unwrap_or_default(),
+        caller: &caller,
+        progress: &NoProgress,
+        cancel: CancellationToken::new(),
+        deadline: Duration::from_secs(60),
+    };
+    domain.call(call).await.unwrap_or_else(|e| panic!("{tool} directly: {e}"))
+}
+
+/// Lists and calls `cases` through MCP on both revisions; each answer must equal the
+/// domain's direct answer, as `structuredContent` and as its text copy.
+async fn through_the_stack(domain: Arc<dyn Domain>, cases: &[(&str, Value)]) {
+    let served = serve(domain.clone()).await;
+    let mut expected: Vec<String> = domain.tools().iter().map(|t| t.name.to_string()).collect();
+    expected.sort();
+    for (revision, lifecycle) in revisions() {
+        let client = agent(&served, lifecycle).await;
+        let mut listed: Vec<String> =
+            client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, expected, "{revision}: tools/list of {}", domain.id());
+        for (tool, args) in cases {
+            let want = direct(&*domain, tool, args).await;
+            let mut params = CallToolRequestParams::new(tool.to_string());
+            params.arguments = args.as_object().cloned();
+            let got = client.call_tool(params).await.unwrap_or_else(|e| panic!("{revision} {tool}: {e}"));
+            assert_ne!(got.is_error, Some(true), "{revision} {tool}: {:?}", got.content);
+            let structured =
+                got.structured_content.clone().unwrap_or_else(|| panic!("{revision} {tool}: no structuredContent"));
+            assert_eq!(stable(&structured), stable(&want), "{revision} {tool}: through MCP and directly differ");
+            let text = got.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
+            let text: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{revision} {tool}: text is not JSON: {e}"));
+            assert_eq!(text, structured, "{revision} {tool}: the text copy differs");
+        }
+        let _ = client.cancel().await;
+    }
+}
+
+/// `value` without what differs on every call by design: a Presto query's id.
+fn stable(value: &Value) -> Value {
+    let mut value = value.clone();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("query_id");
+    }
+    value
+}
+
+#[tokio::test]
+async fn spark_tools_answer_through_the_stack() {
+    let history = spark::history().await;
+    let config = inquest::domains::spark::SparkConfig { history_url: history.url.clone(), ..Default::default() };
+    let domain = Arc::new(inquest::domains::spark::SparkDomain::new(&config).unwrap());
+    let bad = history.runs.bad_record.clone();
+    let cases = [
+        ("list_applications", json!({"limit": 50})),
+        ("get_application", json!({"app_id": bad})),
+        ("list_jobs", json!({"app_id": bad})),
+        ("list_failed_stages", json!({"app_id": bad})),
+        ("list_failed_tasks", json!({"app_id": bad})),
+        ("get_stage", json!({"app_id": bad, "stage_id": 0})),
+        ("list_executors", json!({"app_id": history.runs.oom})),
+        ("get_environment", json!({"app_id": bad})),
+        ("compare_applications", json!({"left_app_id": history.runs.ok, "right_app_id": bad})),
+    ];
+    through_the_stack(domain, &cases).await;
+}
+
+#[tokio::test]
+async fn airflow_tools_answer_through_the_stack() {
+    let airflow = af::shared().await;
+    let domain = Arc::new(inquest::domains::airflow::AirflowDomain::new(&airflow.config()).unwrap());
+    let run = airflow.failed_load_run.clone();
+    let cases = [
+        ("get_dag", json!({"dag_id": af::FAILING_LOAD_DAG})),
+        ("get_dag_source", json!({"dag_id": af::FAILING_LOAD_DAG})),
+        ("get_import_errors", json!({})),
+        ("get_dag_run", json!({"dag_id": af::FAILING_LOAD_DAG, "dag_run_id": run})),
+        ("list_task_instances", json!({"dag_id": af::FAILING_LOAD_DAG, "dag_run_id": run})),
+        ("get_task_log", json!({"dag_id": af::FAILING_LOAD_DAG, "dag_run_id": run, "task_id": af::FAILING_LOAD_TASK})),
+    ];
+    through_the_stack(domain, &cases).await;
+}
+
+#[tokio::test]
+async fn presto_tools_answer_through_the_stack() {
+    let coordinator = presto::Coordinator::start().await;
+    let config = inquest::domains::presto::config::PrestoConfig {
+        url: coordinator.url.clone(),
+        user: "inquest".to_string(),
+        catalog: Some("hive".to_string()),
+        schema: Some("warehouse".to_string()),
+        ..Default::default()
+    };
+    let domain = Arc::new(inquest::domains::presto::PrestoDomain::new(config).unwrap());
+    let cases = [
+        ("run_query", json!({"sql": "SELECT ds, count(*) AS orders FROM orders_daily GROUP BY ds ORDER BY ds"})),
+        ("list_catalogs", json!({})),
+        ("list_schemas", json!({"catalog": "hive"})),
+        ("list_tables", json!({"catalog": "hive", "schema": "warehouse"})),
+        ("describe_table", json!({"catalog": "hive", "schema": "warehouse", "table": "orders_daily"})),
+        ("explain", json!({"sql": "SELECT count(*) FROM orders_daily"})),
+    ];
+    through_the_stack(domain, &cases).await;
+}
