@@ -293,7 +293,9 @@ async fn spark_case(dir: &std::path::Path, stop: &CancellationToken) -> Result<(
     let domain = Arc::new(inquest::domains::spark::SparkDomain::new(&config)?);
     let served = serve(domain, dir, stop).await?;
     let app = history.runs.bad_record.clone();
-    let url = format!("{}/api/v1/applications/{app}", history.url);
+    // `list_jobs` reads one endpoint, as the direct call does (`get_application` reads
+    // three and summarizes them).
+    let url = format!("{}/api/v1/applications/{app}/jobs", history.url);
     let http = reqwest::Client::new();
     let direct = Box::new(move || {
         let (http, url) = (http.clone(), url.clone());
@@ -303,7 +305,7 @@ async fn spark_case(dir: &std::path::Path, stop: &CancellationToken) -> Result<(
             Ok(())
         }) as futures::future::BoxFuture<'static, Result<()>>
     });
-    Ok((Case { server: "spark", tool: "get_application", args: json!({"app_id": app}), direct }, served))
+    Ok((Case { server: "spark", tool: "list_jobs", args: json!({"app_id": app}), direct }, served))
 }
 
 async fn airflow_case(
@@ -316,7 +318,7 @@ async fn airflow_case(
     let rest = af.rest().await.map_err(anyhow::Error::msg)?;
     let (dag, run) = failed_run(af);
     let args = json!({"dag_id": dag, "dag_run_id": run});
-    let path = format!("dags/{}/dagRuns/{}", airflow::encode(&dag), airflow::encode(&run));
+    let path = format!("/dags/{}/dagRuns/{}", airflow::encode(&dag), airflow::encode(&run));
     let rest = Arc::new(rest);
     let direct = Box::new(move || {
         let (rest, path) = (rest.clone(), path.clone());
