@@ -168,13 +168,23 @@ impl Harness {
 
     /// Creates a tool-call request for `action`; answers the request's view.
     async fn request_tool(&self, who: &Principal, server: &str, tool: &str, action: Value) -> Value {
-        let (status, body) = self
-            .post(
-                who,
-                "/v0.1/x/approvals",
-                json!({"kind": "tool_call", "action": action, "resource": {"server": server, "tool": tool}}),
-            )
-            .await;
+        self.request_tool_for(who, None, server, tool, action).await
+    }
+
+    /// Creates a tool-call request for `action`, done on behalf of `caller` if given.
+    async fn request_tool_for(
+        &self,
+        who: &Principal,
+        caller: Option<&Principal>,
+        server: &str,
+        tool: &str,
+        action: Value,
+    ) -> Value {
+        let mut body = json!({"kind": "tool_call", "action": action, "resource": {"server": server, "tool": tool}});
+        if let Some(caller) = caller {
+            body["on_behalf_of"] = json!(caller);
+        }
+        let (status, body) = self.post(who, "/v0.1/x/approvals", body).await;
         assert_eq!(status, 201, "{body}");
         body
     }
@@ -256,10 +266,13 @@ enum Step {
 /// checks every step's status and resulting state (200) or refusal code.
 async fn scenario_table(h: &Harness) {
     use Step::*;
-    let clear = (airflow(), "airflow", "clear_task");
-    let kill = (presto(), "presto", "kill_query");
-    // (name, (requester, server, tool), steps with the status and state or refusal code)
-    type Scenario = (&'static str, (Principal, &'static str, &'static str), Vec<(Step, u16, &'static str)>);
+    let clear = (airflow(), "airflow", "clear_task", None);
+    let kill = (presto(), "presto", "kill_query", None);
+    // Bob (an approver) called the tool himself: the request is on his behalf.
+    let bobs_clear = (airflow(), "airflow", "clear_task", Some(bob()));
+    // (name, (requester, server, tool, on behalf of), steps with the status and state or refusal code)
+    type Request = (Principal, &'static str, &'static str, Option<Principal>);
+    type Scenario = (&'static str, Request, Vec<(Step, u16, &'static str)>);
     let scenarios: Vec<Scenario> = vec![
         (
             "approve, consume once; a replayed consumption is refused",
@@ -271,6 +284,25 @@ async fn scenario_table(h: &Harness) {
             ],
         ),
         ("self-approval refused", clear.clone(), vec![(Approve(airflow()), 403, "self_approval")]),
+        (
+            "a person approving their own tool call refused",
+            bobs_clear.clone(),
+            vec![
+                (Approve(bob()), 403, "own_action"),
+                (Decline(bob()), 403, "own_action"),
+                (Show(bob()), 200, "pending"),
+                (Consume(airflow()), 409, "not_approved"),
+            ],
+        ),
+        (
+            "another approver approves a person's tool call",
+            bobs_clear.clone(),
+            vec![
+                (Approve(bob()), 403, "own_action"),
+                (Approve(alice()), 200, "approved"),
+                (Consume(airflow()), 200, "consumed"),
+            ],
+        ),
         ("service approval refused", clear.clone(), vec![(Approve(drafter()), 403, "service_cannot_decide")]),
         ("unauthorized approver refused", clear.clone(), vec![(Approve(mallory()), 403, "not_an_approver")]),
         (
@@ -341,8 +373,9 @@ async fn scenario_table(h: &Harness) {
         ),
     ];
     let other = "0".repeat(64);
-    for (name, (requester, server, tool), steps) in scenarios {
-        let created = h.request_tool(&requester, server, tool, json!({"scenario": name, "arguments": {"n": 1}})).await;
+    for (name, (requester, server, tool, caller), steps) in scenarios {
+        let action = json!({"scenario": name, "arguments": {"n": 1}});
+        let created = h.request_tool_for(&requester, caller.as_ref(), server, tool, action).await;
         let id = created["id"].as_str().unwrap();
         let digest = created["digest"].as_str().unwrap();
         let at = |suffix: &str| format!("/v0.1/x/approvals/{id}{suffix}");
@@ -551,6 +584,32 @@ async fn creating_requests(h: &Harness) {
     let (status, fresh) = h.post(&airflow(), "/v0.1/x/approvals", body(reordered)).await;
     assert_eq!(status, 201);
     assert_ne!(fresh["id"], created["id"]);
+
+    // A request on a person's behalf names them; the same action for another person is
+    // another request (each is barred from deciding their own), and the creation's
+    // audit record says whom it is for.
+    let for_person = |who: &Principal| {
+        json!({"kind": "tool_call", "action": {"tool": "clear_task", "arguments": {"dag_id": "hr"}},
+               "resource": clear_task, "on_behalf_of": who})
+    };
+    let (status, bobs) = h.post(&airflow(), "/v0.1/x/approvals", for_person(&bob())).await;
+    assert_eq!(status, 201, "{bobs}");
+    assert_eq!(bobs["on_behalf_of"], json!({"kind": "user", "subject": "bob", "groups": ["data-eng"]}));
+    let (status, again) = h.post(&airflow(), "/v0.1/x/approvals", for_person(&bob())).await;
+    assert_eq!((status, &again["id"]), (200, &bobs["id"]));
+    let (status, alices) = h.post(&airflow(), "/v0.1/x/approvals", for_person(&alice())).await;
+    assert_eq!(status, 201, "{alices}");
+    assert_ne!(alices["id"], bobs["id"]);
+    let (_, page) = h.get(&admin(), "/v0.1/x/audit?limit=1000").await;
+    let created_for_bob = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["subject"] == format!("approval:{}", bobs["id"].as_str().unwrap()))
+        .unwrap();
+    assert_eq!(created_for_bob["action"], "approval.created");
+    assert_eq!(created_for_bob["data"]["on_behalf_of"], "user:bob");
+    assert_eq!(created_for_bob["data"]["requester"], airflow().id());
 
     // Pull requests take their approvers from the policy too.
     let pr = json!({"kind": "pull_request", "action": {"ready_for_review": true},

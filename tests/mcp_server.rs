@@ -560,6 +560,43 @@ async fn a_sensitive_tool_runs_once_per_approval_on_2025_11_25() {
 }
 
 #[tokio::test]
+async fn a_person_who_calls_a_sensitive_tool_cannot_approve_it() {
+    let w = World::start().await;
+    // Dana is on call (may call the tool) and an approver of it.
+    let dana = Principal::user("dana", &["approvers"]);
+    let client = w.user(&w.token("dana", &["oncall", "approvers"]), legacy()).await;
+    let args = json!({"job": "payroll"});
+    let err = client.call_tool(call("restart", args.clone())).await.unwrap_err();
+    let url = elicitation_url(&err);
+    let id = url.rsplit('/').next().unwrap();
+    let path = format!("/v0.1/x/approvals/{id}");
+
+    // The request names her as the one it is for; she may see it, not decide it.
+    let (s, view) = w.registry(&dana, "GET", &path, None).await;
+    assert_eq!(s, 200, "{view}");
+    assert_eq!(
+        (view["on_behalf_of"]["kind"].as_str(), view["on_behalf_of"]["subject"].as_str()),
+        (Some("user"), Some("dana"))
+    );
+    assert_eq!(view["requester"]["spiffe_id"], SERVER_ID);
+    assert_eq!(view["may_decide"], false);
+    for decision in ["approve", "decline"] {
+        let body = json!({"decision": decision, "digest": view["digest"]});
+        let (s, b) = w.registry(&dana, "POST", &format!("{path}/decision"), Some(body)).await;
+        assert_eq!((s, b["error"].as_str()), (403, Some("own_action")), "{b}");
+    }
+    let err = client.call_tool(call("restart", args.clone())).await.unwrap_err();
+    assert_eq!(elicitation_url(&err), url, "still the same pending request");
+    assert_eq!(w.restarts(), 0);
+
+    // Another approver can, and then her call runs, once.
+    w.approve(&url).await;
+    let result = client.call_tool(call("restart", args)).await.unwrap();
+    assert_eq!(result.structured_content, Some(json!({"restarted": "payroll"})));
+    assert_eq!(w.restarts(), 1);
+}
+
+#[tokio::test]
 async fn a_sensitive_tool_on_2026_07_28_uses_a_sealed_single_use_request_state() {
     let w = World::start().await;
     let client = w.agent(modern(), Person::default()).await;

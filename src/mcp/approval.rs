@@ -2,10 +2,12 @@
 //!
 //! The first call creates an approval request at the registry (kind `tool_call`), bound
 //! to the SHA-256 of the canonical JSON of `{server, tool, arguments, caller}`, and the
-//! client is sent to the registry's approval page (URL-mode elicitation). A later call
-//! with the same arguments finds the request (the registry answers an open request for
-//! the same action instead of making a new one), consumes it there (digest checked,
-//! unexpired, unused) and only then runs. What the client says about the elicitation
+//! client is sent to the registry's approval page (URL-mode elicitation). The request
+//! names the caller as the one it is `on_behalf_of`, so that a caller who is also an
+//! approver cannot approve their own call there. A later call with the same arguments
+//! finds the request (the registry answers an open request for the same action instead
+//! of making a new one), consumes it there (digest checked, unexpired, unused) and only
+//! then runs. What the client says about the elicitation
 //! never counts: the approval record decides.
 //!
 //! On `2026-07-28` the pending answer is `input_required` carrying a sealed
@@ -49,8 +51,9 @@ pub struct Ticket {
 /// The registry's approval service, as a sensitive call needs it.
 #[async_trait]
 pub trait ApprovalDesk: Send + Sync {
-    /// Opens a request for `action` on `tool` (or returns the open one for the same action).
-    async fn open(&self, tool: &str, action: &Value) -> Result<Ticket, ApprovalError>;
+    /// Opens a request for `action` on `tool`, done for `caller` (or returns the open one
+    /// for the same action). The registry never lets `caller` decide it.
+    async fn open(&self, tool: &str, caller: &Principal, action: &Value) -> Result<Ticket, ApprovalError>;
     /// Uses approval `id` once for the action with `digest`.
     async fn consume(&self, id: &str, digest: &str) -> Result<(), ApprovalError>;
 }
@@ -84,8 +87,13 @@ impl RegistryDesk {
 
 #[async_trait]
 impl ApprovalDesk for RegistryDesk {
-    async fn open(&self, tool: &str, action: &Value) -> Result<Ticket, ApprovalError> {
-        let body = json!({"kind": "tool_call", "action": action, "resource": {"server": self.server, "tool": tool}});
+    async fn open(&self, tool: &str, caller: &Principal, action: &Value) -> Result<Ticket, ApprovalError> {
+        let body = json!({
+            "kind": "tool_call",
+            "action": action,
+            "resource": {"server": self.server, "tool": tool},
+            "on_behalf_of": caller,
+        });
         let answer = self.post("/v0.1/x/approvals", body).await?;
         serde_json::from_value(answer).map_err(|e| ApprovalError::Unavailable(format!("unexpected answer: {e}")))
     }
@@ -168,7 +176,7 @@ impl Gatekeeper {
             }
             return self.consume_or_wait(caller, tool, &digest, sealed.approval, None, modern).await;
         }
-        let ticket = match self.desk.open(tool, &action).await {
+        let ticket = match self.desk.open(tool, caller, &action).await {
             Ok(t) => t,
             Err(e) => return Gate::Refused(format!("cannot ask for approval: {e}")),
         };

@@ -86,6 +86,9 @@ pub enum Refusal {
     NoApproverPolicy,
     #[error("the requester cannot decide its own request")]
     SelfApproval,
+    /// The action is done for the actor (they called the tool): someone else decides.
+    #[error("the action is done on your behalf; someone else must decide it")]
+    OwnAction,
     #[error("services cannot approve or decline; only people can")]
     ServiceCannotDecide,
     #[error("you are not an approver of this request")]
@@ -118,6 +121,7 @@ impl Refusal {
             Refusal::OnlyServicesRequest => "only_services_request",
             Refusal::NoApproverPolicy => "no_approver_policy",
             Refusal::SelfApproval => "self_approval",
+            Refusal::OwnAction => "own_action",
             Refusal::ServiceCannotDecide => "service_cannot_decide",
             Refusal::NotAnApprover => "not_an_approver",
             Refusal::NotRequester => "not_requester",
@@ -140,6 +144,7 @@ impl Refusal {
             self,
             Refusal::OnlyServicesRequest
                 | Refusal::SelfApproval
+                | Refusal::OwnAction
                 | Refusal::ServiceCannotDecide
                 | Refusal::NotAnApprover
                 | Refusal::NotRequester
@@ -153,6 +158,8 @@ impl Refusal {
 pub struct NewRequest {
     pub id: String,
     pub requester: Principal,
+    /// Who the action is for, as the requester says (it authenticated them).
+    pub on_behalf_of: Option<Principal>,
     pub resource: Resource,
     pub action: serde_json::Value,
     /// The registry's policy for `resource`, looked up by the caller.
@@ -174,6 +181,7 @@ pub fn open(new: NewRequest, now: DateTime<Utc>) -> Result<Transition, Refusal> 
         digest: super::action_digest(&new.action),
         action: new.action,
         requester: new.requester,
+        on_behalf_of: new.on_behalf_of,
         resource: new.resource,
         policy,
         state: ApprovalState::Pending,
@@ -198,6 +206,9 @@ pub fn decide(
     // Who is asking comes first, so that nobody else learns anything about the request.
     if actor.id() == request.requester.id() {
         return Err(Refusal::SelfApproval);
+    }
+    if is_on_behalf_of(request, actor) {
+        return Err(Refusal::OwnAction);
     }
     if actor.is_service() {
         return Err(Refusal::ServiceCannotDecide);
@@ -309,10 +320,18 @@ pub fn effective_state(request: &ApprovalRequest, now: DateTime<Utc>) -> Approva
     if request.state.is_open() && now >= request.expires_at { ApprovalState::Expired } else { request.state }
 }
 
-/// A person the request's policy names, who is not its requester: may decide it
-/// (subject to its state) and may see it.
+/// A person the request's policy names, who is neither its requester nor the one it is
+/// for: may decide it (subject to its state) and may see it.
 pub fn is_allowed_approver(request: &ApprovalRequest, actor: &Principal) -> bool {
-    !actor.is_service() && actor.id() != request.requester.id() && names(&request.policy, actor)
+    !actor.is_service()
+        && actor.id() != request.requester.id()
+        && !is_on_behalf_of(request, actor)
+        && names(&request.policy, actor)
+}
+
+/// Whether the request's action is done for `actor`.
+pub fn is_on_behalf_of(request: &ApprovalRequest, actor: &Principal) -> bool {
+    request.on_behalf_of.as_ref().is_some_and(|p| p.id() == actor.id())
 }
 
 /// Whether `actor` could approve or decline the request right now.
@@ -323,9 +342,13 @@ pub fn may_decide(request: &ApprovalRequest, actor: &Principal, now: DateTime<Ut
         && !request.approvals.iter().any(|v| v.by == id)
 }
 
-/// The requester, an allowed approver, or an administrator.
+/// The requester, the one it is for (the approval page is where their call sent them),
+/// an allowed approver, or an administrator.
 pub fn may_view(request: &ApprovalRequest, actor: &Principal, actor_is_admin: bool) -> bool {
-    actor_is_admin || actor.id() == request.requester.id() || is_allowed_approver(request, actor)
+    actor_is_admin
+        || actor.id() == request.requester.id()
+        || is_on_behalf_of(request, actor)
+        || is_allowed_approver(request, actor)
 }
 
 fn names(policy: &ApproverPolicy, actor: &Principal) -> bool {
@@ -370,13 +393,22 @@ mod tests {
     fn mallory() -> Principal {
         Principal::user("mallory", &["ml"])
     }
+    /// An approver who called the tool themselves: the request is on their behalf. Known
+    /// to the requester with other groups and a name, so only the id may count.
+    fn carol() -> Principal {
+        Principal::user("carol", &["data-eng"])
+    }
+    fn carol_as_caller() -> Principal {
+        Principal::User { subject: "carol".into(), groups: vec![], name: Some("Carol".into()) }
+    }
 
     fn request(required: u32) -> ApprovalRequest {
         let new = NewRequest {
             id: "r1".into(),
             requester: airflow(),
+            on_behalf_of: Some(carol_as_caller()),
             resource: Resource::ToolCall { server: "airflow".into(), tool: "clear_task".into() },
-            action: json!({"tool": "clear_task", "arguments": {"dag": "etl", "task": "load"}}),
+            action: json!({"tool": "clear_task", "arguments": {"dag": "etl", "task": "load"}, "caller": "user:carol"}),
             policy: Some(ApproverPolicy { approvers: vec!["group:data-eng".into()], required }),
             ttl: TTL,
         };
@@ -424,6 +456,33 @@ mod tests {
                 vec![(1, Decide(alice(), Approve), Ok(Approved)), (2, Consume(airflow()), Ok(Consumed))],
             ),
             ("self-approval refused", 1, vec![(1, Decide(airflow(), Approve), Err(Refusal::SelfApproval))]),
+            (
+                "approval of one's own tool call refused",
+                1,
+                vec![
+                    (1, Decide(carol(), Approve), Err(Refusal::OwnAction)),
+                    (2, Consume(airflow()), Err(Refusal::NotApproved)),
+                ],
+            ),
+            ("decline of one's own tool call refused", 1, vec![(1, Decide(carol(), Decline), Err(Refusal::OwnAction))]),
+            (
+                "another approver approves the caller's tool call",
+                1,
+                vec![
+                    (1, Decide(carol(), Approve), Err(Refusal::OwnAction)),
+                    (2, Decide(alice(), Approve), Ok(Approved)),
+                    (3, Consume(airflow()), Ok(Consumed)),
+                ],
+            ),
+            (
+                "the caller never counts towards two approvals",
+                2,
+                vec![
+                    (1, Decide(alice(), Approve), Ok(Pending)),
+                    (2, Decide(carol(), Approve), Err(Refusal::OwnAction)),
+                    (3, Decide(bob(), Approve), Ok(Approved)),
+                ],
+            ),
             ("service approval refused", 1, vec![(1, Decide(agent(), Approve), Err(Refusal::ServiceCannotDecide))]),
             ("service decline refused", 1, vec![(1, Decide(agent(), Decline), Err(Refusal::ServiceCannotDecide))]),
             ("unauthorized approver refused", 1, vec![(1, Decide(mallory(), Approve), Err(Refusal::NotAnApprover))]),
@@ -553,6 +612,7 @@ mod tests {
         let new = |requester: Principal, policy: Option<ApproverPolicy>| NewRequest {
             id: "r".into(),
             requester,
+            on_behalf_of: None,
             resource: Resource::ToolCall { server: "s".into(), tool: "t".into() },
             action: json!({"b": 1, "a": 2}),
             policy,
@@ -585,6 +645,8 @@ mod tests {
             (mallory(), true, true, false, false),
             (airflow(), false, true, false, false),
             (agent(), false, false, false, false),
+            // The caller sees the page their call sent them to, and may not decide.
+            (carol(), false, true, false, false),
         ];
         for (actor, admin, view, fresh, after) in cases {
             assert_eq!(may_view(&req, &actor, admin), view, "{actor:?} view");

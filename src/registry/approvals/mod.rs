@@ -55,6 +55,11 @@ pub struct ApprovalRequest {
     pub digest: String,
     /// The service that asked, and the only one that may consume the approval.
     pub requester: Principal,
+    /// Who the action is done for, as the requester authenticated them (for a tool call,
+    /// the tool's caller: a person with a bearer token, or a service). Like the
+    /// requester, they may never decide the request: a person in the approver group must
+    /// not approve their own call. `None` when the service acts for nobody else.
+    pub on_behalf_of: Option<Principal>,
     /// What the action is done to; the approver policy was looked up for it.
     pub resource: Resource,
     /// Who may decide and how many distinct people must approve; fixed at creation

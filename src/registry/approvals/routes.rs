@@ -150,6 +150,10 @@ pub struct CreateBody {
     /// `{server, tool}` for a tool call; `{repository, number, head_sha}` for a pull request.
     #[schema(value_type = Object)]
     pub resource: Value,
+    /// Who the action is done for, as the requesting service authenticated them (for a
+    /// tool call, the tool's caller). They may not decide the request.
+    #[serde(default)]
+    pub on_behalf_of: Option<Principal>,
 }
 
 /// `POST /v0.1/x/approvals/{id}/decision`.
@@ -190,6 +194,9 @@ pub struct ApprovalView {
     pub action: Value,
     pub resource: Resource,
     pub requester: Principal,
+    /// Who the action is done for; they may not decide it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<Principal>,
     pub approver_policy: ApproverPolicy,
     pub approvals: Vec<Vote>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,6 +220,7 @@ impl ApprovalView {
             action: req.action.clone(),
             resource: req.resource.clone(),
             requester: req.requester.clone(),
+            on_behalf_of: req.on_behalf_of.clone(),
             approver_policy: req.policy.clone(),
             approvals: req.approvals.clone(),
             closed_by: req.closed_by.clone(),
@@ -239,8 +247,10 @@ pub struct ListQuery {
 }
 
 /// Ask for a person's approval of an action (services only). The approver policy
-/// comes from the registry's policy for the resource. An open request of the same
-/// service for the same resource and digest is answered instead (200) of a new one (201).
+/// comes from the registry's policy for the resource. `on_behalf_of` names who the action
+/// is for (the tool's caller); like the requesting service, they can never decide it. An
+/// open request of the same service for the same resource, digest and `on_behalf_of` is
+/// answered instead (200) of a new one (201).
 #[utoipa::path(
     post,
     path = "/v0.1/x/approvals",
@@ -276,6 +286,7 @@ pub async fn create(
     let new = NewRequest {
         id: uuid::Uuid::now_v7().to_string(),
         requester: caller.clone(),
+        on_behalf_of: body.on_behalf_of,
         resource,
         action: body.action,
         policy,
@@ -288,7 +299,11 @@ pub async fn create(
     let (status, request) = match ctx.store.create(&opened.request, &entries).await? {
         Created::New(r) => {
             let kind = r.kind().as_str();
-            info!(approval_id = %r.id, requester = %caller.id(), kind, digest = %r.digest, "approval requested");
+            let on_behalf_of = r.on_behalf_of.as_ref().map(Principal::id);
+            info!(
+                approval_id = %r.id, requester = %caller.id(), on_behalf_of = on_behalf_of.as_deref(), kind, digest = %r.digest,
+                "approval requested"
+            );
             (StatusCode::CREATED, r)
         }
         Created::Existing(r) => (StatusCode::OK, r),
@@ -358,7 +373,8 @@ pub async fn show(
     Ok(Json(ApprovalView::new(&req, &ctx, &caller, ctx.now())))
 }
 
-/// Approve or decline (people only, never the requester), quoting the digest shown.
+/// Approve or decline (people only, never the requester nor whom the action is for),
+/// quoting the digest shown.
 #[utoipa::path(
     post,
     path = "/v0.1/x/approvals/{id}/decision",
@@ -366,7 +382,11 @@ pub async fn show(
     request_body = DecisionBody,
     responses(
         (status = 200, body = ApprovalView),
-        (status = 403, description = "`self_approval`, `service_cannot_decide`, `not_an_approver`", body = ApiError),
+        (
+            status = 403,
+            description = "`self_approval`, `own_action`, `service_cannot_decide`, `not_an_approver`",
+            body = ApiError
+        ),
         (
             status = 409,
             description = "`digest_mismatch`, `expired`, `already_approved`, `duplicate_approval`, `declined`, \

@@ -121,6 +121,7 @@ pub(super) fn effect_entries(t: &Transition, actor: &str, now: DateTime<Utc>) ->
                     "kind": req.kind(),
                     "resource": req.resource,
                     "requester": req.requester.id(),
+                    "on_behalf_of": req.on_behalf_of.as_ref().map(Principal::id),
                     "approver_policy": req.policy,
                     "expires_at": req.expires_at,
                 }),

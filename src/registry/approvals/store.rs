@@ -45,7 +45,7 @@ pub enum Created {
 pub trait ApprovalStore: AuditLog {
     /// Stores `request` with `audit`, unless its requester has an open request (pending,
     /// or approved and unused, not expired at `request.created_at`) for the same
-    /// resource and digest.
+    /// resource, digest and principal it acts for.
     async fn create(&self, request: &ApprovalRequest, audit: &[AuditEntry]) -> Result<Created>;
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRequest>>;
@@ -62,7 +62,7 @@ pub trait ApprovalStore: AuditLog {
     async fn save(&self, next: &ApprovalRequest, expected_version: i64, audit: &[AuditEntry]) -> Result<bool>;
 }
 
-const COLUMNS: &str = "id, action, digest, requester, resource, policy, state, approvals, closed_by, \
+const COLUMNS: &str = "id, action, digest, requester, on_behalf_of, resource, policy, state, approvals, closed_by, \
      created_at, expires_at, updated_at, version";
 
 #[async_trait]
@@ -75,11 +75,13 @@ impl ApprovalStore for SqlStore {
         let resource = json_text(&request.resource)?;
         let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM approval_requests WHERE requester_id = $1 AND digest = $2 AND resource = $3 \
-             AND state IN ('pending', 'approved') AND expires_at > $4 ORDER BY created_at DESC LIMIT 1"
+             AND on_behalf_of_id = $4 AND state IN ('pending', 'approved') AND expires_at > $5 \
+             ORDER BY created_at DESC LIMIT 1"
         )))
         .bind(request.requester.id())
         .bind(&request.digest)
         .bind(&resource)
+        .bind(on_behalf_of_id(request))
         .bind(to_ms(request.created_at))
         .fetch_optional(&mut *tx)
         .await?;
@@ -88,9 +90,9 @@ impl ApprovalStore for SqlStore {
             return Ok(Created::Existing(request_from_row(&row)?));
         }
         sqlx::query(
-            "INSERT INTO approval_requests (id, kind, action, digest, requester_id, requester, resource, policy, \
-             state, approvals, closed_by, created_at, expires_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "INSERT INTO approval_requests (id, kind, action, digest, requester_id, requester, on_behalf_of_id, \
+             on_behalf_of, resource, policy, state, approvals, closed_by, created_at, expires_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&request.id)
         .bind(request.kind().as_str())
@@ -98,6 +100,8 @@ impl ApprovalStore for SqlStore {
         .bind(&request.digest)
         .bind(request.requester.id())
         .bind(json_text(&request.requester)?)
+        .bind(on_behalf_of_id(request))
+        .bind(request.on_behalf_of.as_ref().map(json_text).transpose()?)
         .bind(&resource)
         .bind(json_text(&request.policy)?)
         .bind(request.state.as_str())
@@ -174,6 +178,12 @@ impl ApprovalStore for SqlStore {
     }
 }
 
+/// The stored id of whom the request is for; '' for nobody (the column is NOT NULL so
+/// that equality finds "the same open request" on both backends).
+fn on_behalf_of_id(request: &ApprovalRequest) -> String {
+    request.on_behalf_of.as_ref().map(|p| p.id()).unwrap_or_default()
+}
+
 fn json_text<T: Serialize>(value: &T) -> Result<String> {
     let value = serde_json::to_value(value).map_err(|e| ApprovalStoreError::Corrupt(e.to_string()))?;
     Ok(canonical_json(&value))
@@ -186,11 +196,13 @@ fn from_json_text<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
 fn request_from_row(row: &AnyRow) -> Result<ApprovalRequest> {
     let state: String = row.try_get("state")?;
     let closed_by: Option<String> = row.try_get("closed_by")?;
+    let on_behalf_of: Option<String> = row.try_get("on_behalf_of")?;
     Ok(ApprovalRequest {
         id: row.try_get("id")?,
         action: from_json_text("action", &row.try_get::<String, _>("action")?)?,
         digest: row.try_get("digest")?,
         requester: from_json_text("requester", &row.try_get::<String, _>("requester")?)?,
+        on_behalf_of: on_behalf_of.as_deref().map(|t| from_json_text("on_behalf_of", t)).transpose()?,
         resource: from_json_text("resource", &row.try_get::<String, _>("resource")?)?,
         policy: from_json_text("policy", &row.try_get::<String, _>("policy")?)?,
         state: ApprovalState::parse(&state)

@@ -279,13 +279,17 @@ async fn approval(
     } else if view["state"] != "pending" {
         Some(format!("This request is {}.", view["state"].as_str().unwrap_or("closed")))
     } else {
-        Some("You may not decide this request (you asked for it, or you are not one of its approvers).".to_string())
+        Some(
+            "You may not decide this request (it was asked for you or by you, or you are not one of its approvers)."
+                .to_string(),
+        )
     };
     render(
         "approval.html",
         json!({
             "nav": "approvals", "viewer": viewer.display(), "a": view.clone(), "action": action,
             "resource": resource_text(&view["resource"]), "requester": principal_text(&view["requester"]),
+            "on_behalf_of": view.get("on_behalf_of").map(principal_text),
             "approvers": approvers.unwrap_or_default(), "required": view["approver_policy"]["required"].clone(),
             "decisions": decisions, "can_decide": can_decide, "reason": reason, "state_class": state_class,
             "flash": flash.done.map(|d| format!("Your decision was recorded: {d}.")),
