@@ -17,6 +17,7 @@ mod mtls;
 mod openapi;
 mod presto;
 mod prober;
+mod reference_clients;
 mod registry;
 mod replicas;
 mod spark;
