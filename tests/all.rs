@@ -18,6 +18,7 @@ mod mtls;
 mod openapi;
 mod presto;
 mod prober;
+mod reference_clients;
 mod registry;
 mod replicas;
 mod spark;

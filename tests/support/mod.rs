@@ -7,5 +7,6 @@ pub mod oidc;
 pub mod pg;
 pub mod presto;
 pub mod process;
+pub mod refclients;
 pub mod server;
 pub mod spark;
