@@ -130,6 +130,10 @@ pub fn serve(
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(stop.child_token())
         .with_allowed_hosts(s.allowed_hosts.clone());
+    // A plain JSON answer for a call that sends nothing before its result: no SSE
+    // framing to write and parse on the path every tool call takes. rmcp falls back to
+    // an event stream by itself when a call reports progress first.
+    config.json_response = true;
     config = if s.allowed_origins.is_empty() {
         // No browser origin is expected: refuse any request that names one.
         config.enforce_origin_validation()
