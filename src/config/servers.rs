@@ -148,12 +148,19 @@ mod tests {
     #[test]
     fn mistakes_are_named_and_domain_keys_kept() {
         let raw = BTreeMap::from([
-            ("airflow".to_string(), json!({"listen": "0.0.0.0:1", "auth": "none", "base_url": "http://a"})),
-            ("spark".to_string(), json!({"call_timeout": "soon", "auth": "maybe"})),
+            ("airflow".to_string(), json!({"listen": "0.0.0.0:1", "auth": "none", "url": "http://a", "password": "p"})),
+            ("spark".to_string(), json!({"call_timeout": "soon", "auth": "maybe", "histroy_url": "http://s"})),
         ]);
         let (servers, errors) = parse(raw);
         let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["servers.airflow.auth", "servers.spark.auth", "servers.spark.call_timeout"]);
-        assert_eq!(servers["airflow"].extra["base_url"], json!("http://a"));
+        // The domain's own keys are checked by the domain: a misspelt one is named too.
+        assert_eq!(
+            keys,
+            ["servers.airflow.auth", "servers.spark.auth", "servers.spark.call_timeout", "servers.spark.histroy_url"]
+        );
+        assert!(errors[3].1.contains("histroy_url"), "{}", errors[3].1);
+        assert_eq!(servers["airflow"].extra["url"], json!("http://a"));
+        // Built-in domains nobody configured still run, with defaults.
+        assert!(servers["presto"].enabled);
     }
 }
