@@ -3,3 +3,4 @@
 pub mod airflow;
 pub mod presto;
 pub mod spark;
+mod text;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The `[airflow]` settings: an Airflow 3 API server and the account the domain uses
 /// (its own, never the caller's).
@@ -13,13 +13,13 @@ pub struct AirflowConfig {
     /// Base URL of the API server, without `/api/v2`.
     pub url: String,
     pub username: String,
-    #[serde(deserialize_with = "secret")]
+    #[serde(deserialize_with = "crate::domains::text::secret")]
     pub password: SecretString,
     /// Limit for one HTTP request to Airflow.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::domains::text::duration")]
     pub timeout: Duration,
     /// Limit for connecting, shorter than `timeout` so a down backend is noticed fast.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::domains::text::duration")]
     pub connect_timeout: Duration,
     /// Characters of a task log shown from its start and from its end; the middle is cut.
     pub log_head_chars: usize,
@@ -75,16 +75,6 @@ impl AirflowConfig {
     pub fn address(&self) -> String {
         self.url.trim_end_matches('/').to_string()
     }
-}
-
-fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
-    String::deserialize(d).map(SecretString::from)
-}
-
-/// Durations are written as humans do (`30s`, `2m`).
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

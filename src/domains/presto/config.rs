@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// How the coordinator is reached. Every field has a default so that a config file
 /// names only what differs.
@@ -25,7 +25,7 @@ pub struct PrestoConfig {
     /// ... or this many bytes of row JSON, whichever comes first.
     pub max_bytes: usize,
     /// How long one query may take before it is cancelled.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::domains::text::duration")]
     pub timeout: Duration,
     /// `X-Trino-Source`, so that coordinator admins can tell our queries apart.
     pub source: String,
@@ -75,11 +75,11 @@ pub enum PrestoAuth {
     None,
     Basic {
         username: String,
-        #[serde(deserialize_with = "secret")]
+        #[serde(deserialize_with = "crate::domains::text::secret")]
         password: SecretString,
     },
     Bearer {
-        #[serde(deserialize_with = "secret")]
+        #[serde(deserialize_with = "crate::domains::text::secret")]
         token: SecretString,
     },
 }
@@ -129,15 +129,6 @@ impl PrestoConfig {
             Err(_) => self.url.clone(),
         }
     }
-}
-
-fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
-    String::deserialize(d).map(SecretString::from)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
