@@ -36,6 +36,15 @@ async fn sqlite() -> (SqlStore, tempfile::TempDir) {
     (SqlStore::open(&url, 4).await.unwrap(), dir)
 }
 
+#[tokio::test]
+async fn an_in_memory_sqlite_store_is_refused() {
+    // Each connection would get a database of its own, and a restart none.
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let err = SqlStore::open(url, 2).await.err().expect("in-memory store refused");
+        assert!(err.to_string().contains("in-memory"), "{url}: {err}");
+    }
+}
+
 async fn postgres() -> (SqlStore, TestDb) {
     let db = TestDb::create().await;
     (SqlStore::open(&db.url, 4).await.unwrap(), db)

@@ -1,15 +1,18 @@
 //! Storing a batch of deliveries in one transaction: dedup, episodes, investigations.
 //!
 //! The decisions are made by pure functions (`intake::grouping::decide`,
-//! `engine::step`); this file reads what they need and writes what they decide.
-//!
-//! Every statement costs a round trip (a handoff to sqlx's SQLite thread and back, or
-//! the network to PostgreSQL), which for rows this small costs more than the work. So
-//! a batch costs the same few statements whatever its size: two reads fetch what the
-//! decisions need for every delivery at once, `plan` decides the whole batch in memory
-//! in delivery order, one more read fetches the investigations that get events, and
-//! each table is then written with one statement (`statements`).
+//! `engine::step`) through `plan`; the two engines read what they need and write
+//! what it decides in their own way:
+//! - SQLite (`native`): the whole batch on a rusqlite connection's thread, row by
+//!   row through cached statements, in one handoff.
+//! - PostgreSQL (here): every statement costs a network round trip, which for rows
+//!   this small costs more than the work. So a batch costs the same few statements
+//!   whatever its size: two reads fetch what the decisions need for every delivery at
+//!   once, `plan` decides the whole batch in memory in delivery order, one more read
+//!   fetches the investigations that get events, and each table is then written with
+//!   one statement (`statements`).
 
+mod native;
 mod plan;
 mod statements;
 
@@ -20,6 +23,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+pub(crate) use self::native::NativeIngest;
 use self::plan::{Latest, Locked, Plan, Writes, json_text};
 use self::statements::Statements;
 use super::sql::SqlStore;
@@ -37,7 +41,15 @@ impl SqlStore {
         now: DateTime<Utc>,
     ) -> Result<(Vec<IngestOutcome>, Vec<String>)> {
         let now_ms = to_ms(now);
-        let sql = Statements::get(self.backend);
+        if let Some(native) = &self.native {
+            // sqlx's only write connection, held as the process's write lock while the
+            // batch runs on the native one: the claims and registry writes that use it
+            // wait here instead of in SQLite's busy handler, which sleeps for up to
+            // 100 ms at a time.
+            let _write_lock = self.write.acquire().await?;
+            return native.ingest(batch.to_vec(), policy.clone(), now_ms).await;
+        }
+        let sql = Statements::get();
         // Sorted and unique: the order PostgreSQL takes their locks in.
         let keys: Vec<&str> =
             batch.iter().map(|r| r.delivery.episode_key.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -45,12 +57,10 @@ impl SqlStore {
             batch.iter().flat_map(|r| &r.delivery.alerts).map(|a| a.dedup_key.as_str()).collect();
 
         let mut tx = self.begin_write().await?;
-        if let Some(lock_keys) = &sql.lock_keys {
-            // Replicas ingesting the same episode key must not both open an episode.
-            // Chunks follow the sorted order, so the locks are still taken in key order.
-            for chunk in json_chunks(&keys, sql.max_json_bytes)? {
-                sqlx::query(lock_keys.as_str()).bind(chunk).execute(&mut *tx).await?;
-            }
+        // Replicas ingesting the same episode key must not both open an episode.
+        // Chunks follow the sorted order, so the locks are still taken in key order.
+        for chunk in json_chunks(&keys, sql.max_json_bytes)? {
+            sqlx::query(sql.lock_keys.as_str()).bind(chunk).execute(&mut *tx).await?;
         }
         let stored = stored_alerts(&mut tx, sql, &dedup_keys).await?;
         let latest = latest_episodes(&mut tx, sql, &keys).await?;
@@ -97,7 +107,7 @@ async fn latest_episodes(tx: &mut Tx, sql: &'static Statements, keys: &[&str]) -
 }
 
 /// State and next sequence number of investigations the batch gives events, locked
-/// until the commit on PostgreSQL (SQLite's write lock already covers them).
+/// until the commit.
 async fn lock_investigations(tx: &mut Tx, sql: &'static Statements, mut ids: Vec<&str>) -> Result<Locked> {
     // Sorted, so that chunks keep the locks in id order.
     ids.sort_unstable();

@@ -29,6 +29,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("sqlite: {0}")]
+    Sqlite(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot open the store at {url}: {reason}")]
@@ -36,6 +38,18 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+impl From<serde_rusqlite::Error> for StoreError {
+    fn from(e: serde_rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
 
 /// One delivery to store, with the routing facts intake derived from its labels.
 #[derive(Debug, Clone)]

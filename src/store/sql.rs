@@ -5,6 +5,8 @@
 //! - SQLite: one writer connection (writes are serialized anyway) beside a pool of
 //!   readers; write transactions start with `BEGIN IMMEDIATE` so a second process
 //!   waits for the lock instead of failing half-way; WAL with `synchronous=FULL`.
+//!   Intake batches run on a rusqlite connection of their own (`ingest::native`)
+//!   while holding sqlx's writer, so the two never contend.
 //! - PostgreSQL: one pool; claims lock candidate rows `FOR UPDATE SKIP LOCKED` under
 //!   a transaction-scoped advisory lock so the running caps hold across replicas.
 
@@ -34,6 +36,8 @@ pub struct SqlStore {
     pub(crate) backend: Backend,
     pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
+    /// SQLite only: the connection intake batches run on.
+    pub(crate) native: Option<super::ingest::NativeIngest>,
     events_tx: broadcast::Sender<String>,
 }
 
@@ -47,8 +51,14 @@ impl SqlStore {
         let open_err = |reason: String| StoreError::Open { url: crate::config::redact_url(url), reason };
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             let path = path.split('?').next().unwrap_or(path);
+            if path == ":memory:" || path.is_empty() {
+                // Every connection would see a database of its own, and a restart none.
+                return Err(open_err(
+                    "an in-memory SQLite store would lose every alert on restart; give a file".into(),
+                ));
+            }
             let parent = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
-            if let Some(parent) = parent.filter(|_| path != ":memory:") {
+            if let Some(parent) = parent {
                 std::fs::create_dir_all(parent).map_err(|e| open_err(format!("creating {}: {e}", parent.display())))?;
             }
             let url = format!("sqlite://{path}?mode=rwc");
@@ -56,6 +66,10 @@ impl SqlStore {
                 AnyPoolOptions::new()
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(30))
+                    // A file on this machine does not go stale like a network
+                    // connection; the check would cost a round trip to sqlx's SQLite
+                    // thread on every acquire.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // FULL: a commit survives a power cut, not just a crash.
@@ -75,7 +89,10 @@ impl SqlStore {
             let write = sqlite_pool(1).await.map_err(|e| open_err(e.to_string()))?;
             SQLITE_MIGRATIONS.run(&write).await?;
             let read = sqlite_pool(max_connections.max(2)).await.map_err(|e| open_err(e.to_string()))?;
-            Ok(SqlStore::new(Backend::Sqlite, write, read))
+            let native = super::ingest::NativeIngest::open(Path::new(path))?;
+            let mut store = SqlStore::new(Backend::Sqlite, write, read);
+            store.native = Some(native);
+            Ok(store)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
@@ -102,7 +119,7 @@ impl SqlStore {
 
     fn new(backend: Backend, write: AnyPool, read: AnyPool) -> SqlStore {
         let (events_tx, _) = broadcast::channel(1024);
-        SqlStore { backend, write, read, events_tx }
+        SqlStore { backend, write, read, native: None, events_tx }
     }
 
     pub fn backend(&self) -> Backend {

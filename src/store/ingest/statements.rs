@@ -1,37 +1,30 @@
-//! The SQL of one batch, each statement written once for both engines.
+//! The SQL of one batch on PostgreSQL (SQLite's is in `native`).
 //!
 //! The `Any` driver binds no arrays, so a statement's rows travel as one JSON array in
-//! `$1` and are read as a table named `x`: SQLite expands it with `json_each`,
-//! PostgreSQL with `jsonb_array_elements_text` / `jsonb_to_recordset`. That is the
-//! only difference between the two, apart from the locks PostgreSQL takes. `$2` is the
-//! batch's time where a statement needs one. Values that are JSON text themselves
-//! (labels, raw alerts, event data, bodies) travel as JSON strings, so they are stored
-//! exactly as serialized.
+//! `$1` and are read as a table named `x` (`jsonb_array_elements_text` /
+//! `jsonb_to_recordset`). `$2` is the batch's time where a statement needs one. Values
+//! that are JSON text themselves (labels, raw alerts, event data, bodies) travel as
+//! JSON strings, so they are stored exactly as serialized.
 
 use std::sync::LazyLock;
 
-use crate::store::Backend;
-
 pub(super) struct Statements {
     /// The most JSON one statement's `$1` takes; more rows take more statements.
-    /// - SQLite: any realistic batch fits in one; the bound keeps a batch of many huge
-    ///   payloads far below SQLite's 1 GB limit on one value.
-    /// - PostgreSQL: sqlx 0.9.0 leaves Nagle's algorithm on (no `TCP_NODELAY`), so a
+    /// sqlx 0.9.0 leaves Nagle's algorithm on (no `TCP_NODELAY`), so a
     ///   message larger than the socket's send buffer (16 KiB at first) waits ~40 ms
     ///   for the server's delayed ACK, per statement (measured: a 32-delivery batch
     ///   took 95 ms instead of 9 ms). A round trip per 12 KiB is far cheaper. Raise it
     ///   once sqlx sets `TCP_NODELAY` again (fixed upstream after 0.9.0). A single row
     ///   over the limit still goes alone, and still waits, as it did before batching.
     pub max_json_bytes: usize,
-    /// PostgreSQL only: takes the episode keys' advisory locks, in key order.
-    pub lock_keys: Option<String>,
+    /// Takes the episode keys' advisory locks, in key order.
+    pub lock_keys: String,
     /// `dedup_key, id, episode_id` of the stored alerts among `$1` (dedup keys).
     pub stored_alerts: String,
     /// `key, id, last_alert_at, investigation_id, state` of the latest episode of each
     /// key in `$1` that has one.
     pub latest_episodes: String,
-    /// `id, state, next_seq` of the investigations in `$1`; on PostgreSQL also locks
-    /// them (in id order, bytewise like Rust sorts), since a claim may change them until then.
+    /// `id, state, next_seq` of the investigations in `$1`, locked (in id order, bytewise like Rust sorts), since a claim may change them until then.
     pub lock_investigations: String,
     pub insert_deliveries: String,
     pub insert_episodes: String,
@@ -43,45 +36,24 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub fn get(backend: Backend) -> &'static Statements {
-        static SQLITE: LazyLock<Statements> = LazyLock::new(|| Statements::new(Backend::Sqlite));
-        static POSTGRES: LazyLock<Statements> = LazyLock::new(|| Statements::new(Backend::Postgres));
-        match backend {
-            Backend::Sqlite => &SQLITE,
-            Backend::Postgres => &POSTGRES,
-        }
+    pub fn get() -> &'static Statements {
+        static STATEMENTS: LazyLock<Statements> = LazyLock::new(Statements::new);
+        &STATEMENTS
     }
 
-    fn new(backend: Backend) -> Statements {
+    fn new() -> Statements {
         // `$1`, an array of strings, as table `x` with one column `k`.
-        let texts = match backend {
-            Backend::Sqlite => "(SELECT value AS k FROM json_each($1)) AS x".to_string(),
-            Backend::Postgres => "jsonb_array_elements_text($1::jsonb) AS x(k)".to_string(),
-        };
-        // `$1`, an array of objects, as table `x` with these columns ("name type, ...",
-        // types as PostgreSQL names them; SQLite takes each value as JSON typed it).
-        let rows = |columns: &str| match backend {
-            Backend::Sqlite => {
-                let picks: Vec<String> = columns
-                    .split(", ")
-                    .map(|c| c.split(' ').next().unwrap_or(c))
-                    .map(|name| format!("value ->> '{name}' AS {name}"))
-                    .collect();
-                format!("(SELECT {} FROM json_each($1)) AS x", picks.join(", "))
-            }
-            Backend::Postgres => format!("jsonb_to_recordset($1::jsonb) AS x({columns})"),
-        };
-        let postgres = backend == Backend::Postgres;
+        let texts = "jsonb_array_elements_text($1::jsonb) AS x(k)";
+        // `$1`, an array of objects, as table `x` with these columns ("name type, ...").
+        let rows = |columns: &str| format!("jsonb_to_recordset($1::jsonb) AS x({columns})");
         Statements {
-            max_json_bytes: if postgres { 12 << 10 } else { 32 << 20 },
+            max_json_bytes: 12 << 10,
             // Every replica takes the locks in the same (byte) order, the order the
             // per-key locking before used, so batches cannot deadlock on them. Volatile
             // output expressions are evaluated after ORDER BY (PostgreSQL 9.6 and later).
-            lock_keys: postgres.then(|| {
-                format!(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(x.k, 0)) FROM {texts} ORDER BY x.k COLLATE \"C\""
-                )
-            }),
+            lock_keys: format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended(x.k, 0)) FROM {texts} ORDER BY x.k COLLATE \"C\""
+            ),
             stored_alerts: format!(
                 "SELECT dedup_key, id, episode_id FROM alerts WHERE dedup_key IN (SELECT x.k FROM {texts})"
             ),
@@ -95,8 +67,8 @@ impl Statements {
                  JOIN episodes e ON e.id = l.id LEFT JOIN investigations i ON i.id = e.investigation_id"
             ),
             lock_investigations: format!(
-                "SELECT id, state, next_seq FROM investigations WHERE id IN (SELECT x.k FROM {texts}) ORDER BY id{}",
-                if postgres { " COLLATE \"C\" FOR UPDATE" } else { "" }
+                "SELECT id, state, next_seq FROM investigations WHERE id IN (SELECT x.k FROM {texts}) \
+                 ORDER BY id COLLATE \"C\" FOR UPDATE"
             ),
             insert_deliveries: format!(
                 "INSERT INTO deliveries (id, source, body, received_at) SELECT x.id, x.source, x.body, $2 FROM {}",
