@@ -75,13 +75,13 @@ both_backends!(
 async fn redelivery_stores_nothing_new(s: &dyn Store) {
     let body = alertmanager("g1", "firing", "a", &["f1", "f2"]);
     let p = policy(OnResolved::Continue);
-    let first = s.ingest(&[request(&body)], &p, at(0)).await.unwrap().remove(0);
+    let first = s.ingest(vec![request(&body)], &p, at(0)).await.unwrap().remove(0);
     assert_eq!(
         (first.alert_ids.len(), first.duplicates, first.new_episodes, first.new_investigations.len()),
         (2, 0, 1, 1)
     );
     // Twice in one batch and once more later: the same ids, nothing new.
-    let again = s.ingest(&[request(&body), request(&body)], &p, at(1)).await.unwrap();
+    let again = s.ingest(vec![request(&body), request(&body)], &p, at(1)).await.unwrap();
     for o in &again {
         assert_eq!(o.alert_ids, first.alert_ids);
         assert_eq!(o.episode_ids, first.episode_ids);
@@ -94,9 +94,9 @@ async fn redelivery_stores_nothing_new(s: &dyn Store) {
 
 async fn alerts_fold_into_episodes(s: &dyn Store) {
     let p = policy(OnResolved::Continue);
-    let a = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f1"]))], &p, at(0)).await.unwrap().remove(0);
+    let a = s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f1"]))], &p, at(0)).await.unwrap().remove(0);
     // A new alert of the same group joins the running episode.
-    let b = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f2"]))], &p, at(10)).await.unwrap().remove(0);
+    let b = s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f2"]))], &p, at(10)).await.unwrap().remove(0);
     assert_eq!(b.episode_ids, a.episode_ids);
     assert!(b.new_investigations.is_empty());
     let inv = &a.new_investigations[0];
@@ -119,23 +119,25 @@ async fn alerts_fold_into_episodes(s: &dyn Store) {
         .await
         .unwrap()
     );
-    let c = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f3"]))], &p, at(100)).await.unwrap().remove(0);
+    let c = s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f3"]))], &p, at(100)).await.unwrap().remove(0);
     assert_eq!(c.episode_ids, a.episode_ids);
     // a repeat notification joins however late it comes,
     let mut repeat: serde_json::Value = serde_json::from_str(&alertmanager("g", "firing", "a", &["f4"])).unwrap();
     repeat["notification_reason"] = "repeat interval elapsed".into();
-    let d = s.ingest(&[request(&repeat.to_string())], &p, at(100_000)).await.unwrap().remove(0);
+    let d = s.ingest(vec![request(&repeat.to_string())], &p, at(100_000)).await.unwrap().remove(0);
     assert_eq!((d.episode_ids.clone(), d.new_investigations.len()), (a.episode_ids.clone(), 0));
     // and after the cooldown a new firing alert is a new episode with a new investigation.
-    let e = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f5"]))], &p, at(200_000)).await.unwrap().remove(0);
+    let e =
+        s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f5"]))], &p, at(200_000)).await.unwrap().remove(0);
     assert_ne!(e.episode_ids, a.episode_ids);
     assert_eq!(e.new_investigations.len(), 1);
 }
 
 async fn resolution_cancels_or_is_recorded(s: &dyn Store) {
     let cancel = policy(OnResolved::CancelIfNotStarted);
-    let a = s.ingest(&[request(&alertmanager("g1", "firing", "a", &["f1"]))], &cancel, at(0)).await.unwrap().remove(0);
-    s.ingest(&[request(&alertmanager("g1", "resolved", "a", &["f1"]))], &cancel, at(5)).await.unwrap();
+    let a =
+        s.ingest(vec![request(&alertmanager("g1", "firing", "a", &["f1"]))], &cancel, at(0)).await.unwrap().remove(0);
+    s.ingest(vec![request(&alertmanager("g1", "resolved", "a", &["f1"]))], &cancel, at(5)).await.unwrap();
     let inv = s.investigation(&a.new_investigations[0]).await.unwrap().unwrap();
     assert_eq!(inv.state, State::Cancelled);
     assert_eq!(inv.resolved_at, Some(at(5)));
@@ -143,13 +145,14 @@ async fn resolution_cancels_or_is_recorded(s: &dyn Store) {
     assert_eq!(kinds, ["alert.received", "alerts.attached", "episode.resolved", "investigation.cancelled"]);
 
     let keep = policy(OnResolved::Continue);
-    let b = s.ingest(&[request(&alertmanager("g2", "firing", "a", &["f1"]))], &keep, at(0)).await.unwrap().remove(0);
-    s.ingest(&[request(&alertmanager("g2", "resolved", "a", &["f1"]))], &keep, at(5)).await.unwrap();
+    let b = s.ingest(vec![request(&alertmanager("g2", "firing", "a", &["f1"]))], &keep, at(0)).await.unwrap().remove(0);
+    s.ingest(vec![request(&alertmanager("g2", "resolved", "a", &["f1"]))], &keep, at(5)).await.unwrap();
     let inv = s.investigation(&b.new_investigations[0]).await.unwrap().unwrap();
     assert_eq!((inv.state, inv.resolved_at), (State::Queued, Some(at(5))));
 
     // Resolved with nothing ever firing: recorded, nothing to investigate.
-    let c = s.ingest(&[request(&alertmanager("g3", "resolved", "a", &["f1"]))], &keep, at(0)).await.unwrap().remove(0);
+    let c =
+        s.ingest(vec![request(&alertmanager("g3", "resolved", "a", &["f1"]))], &keep, at(0)).await.unwrap().remove(0);
     assert_eq!((c.new_episodes, c.new_investigations.len()), (1, 0));
 }
 
@@ -162,7 +165,7 @@ async fn claims_respect_caps_and_quotas(s: &dyn Store) {
     for i in 0..2 {
         batch.push(request(&alertmanager(&format!("b{i}"), "firing", "beta", &["f"])));
     }
-    s.ingest(&batch, &p, at(0)).await.unwrap();
+    s.ingest(batch.clone(), &p, at(0)).await.unwrap();
     let ttl = Duration::from_secs(30);
     let lim = limits(5, 3);
     let first = s.claim("w1", 10, &lim, ttl, at(1)).await.unwrap();
@@ -199,7 +202,7 @@ async fn claims_respect_caps_and_quotas(s: &dyn Store) {
 
 async fn leases_fence_writes_and_expire(s: &dyn Store) {
     let p = policy(OnResolved::Continue);
-    s.ingest(&[request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap();
+    s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap();
     let ttl = Duration::from_secs(10);
     let lim = limits(10, 10);
     let c1 = s.claim("w1", 1, &lim, ttl, at(0)).await.unwrap().remove(0);
@@ -243,7 +246,7 @@ async fn leases_fence_writes_and_expire(s: &dyn Store) {
 
 async fn events_are_ordered_and_resumable(s: &dyn Store) {
     let p = policy(OnResolved::Continue);
-    let o = s.ingest(&[request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap().remove(0);
+    let o = s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap().remove(0);
     let id = &o.new_investigations[0];
     let mut rx = s.subscribe();
     let c = s.claim("w", 1, &limits(10, 10), Duration::from_secs(30), at(1)).await.unwrap().remove(0);
@@ -268,8 +271,8 @@ async fn events_are_ordered_and_resumable(s: &dyn Store) {
 
 async fn listing_filters(s: &dyn Store) {
     let p = policy(OnResolved::Continue);
-    s.ingest(&[request(&alertmanager("g1", "firing", "alpha", &["f"]))], &p, at(0)).await.unwrap();
-    s.ingest(&[request(&alertmanager("g2", "firing", "beta", &["f"]))], &p, at(100)).await.unwrap();
+    s.ingest(vec![request(&alertmanager("g1", "firing", "alpha", &["f"]))], &p, at(0)).await.unwrap();
+    s.ingest(vec![request(&alertmanager("g2", "firing", "beta", &["f"]))], &p, at(100)).await.unwrap();
     let f = |team: Option<&str>, since: Option<DateTime<Utc>>| InvestigationFilter {
         state: None,
         team: team.map(str::to_string),
@@ -289,7 +292,7 @@ async fn one_batch_mixes_everything(s: &dyn Store) {
     let again = alertmanager("again", "firing", "a", &["a1", "a2"]);
     let before = s
         .ingest(
-            &[
+            vec![
                 request(&alertmanager("running", "firing", "a", &["r1"])),
                 request(&alertmanager("queued", "firing", "a", &["q1"])),
                 request(&again),
@@ -318,7 +321,7 @@ async fn one_batch_mixes_everything(s: &dyn Store) {
         alertmanager("brief", "resolved", "a", &["b1"]),   // 10: ...and cancels it in the same batch
     ];
     let batch: Vec<IngestRequest> = batch.iter().map(|b| request(b)).collect();
-    let out = s.ingest(&batch, &p, at(10)).await.unwrap();
+    let out = s.ingest(batch.clone(), &p, at(10)).await.unwrap();
     let shape: Vec<(usize, usize, usize, usize)> =
         out.iter().map(|o| (o.alert_ids.len(), o.duplicates, o.new_episodes, o.new_investigations.len())).collect();
     assert_eq!(
@@ -398,7 +401,7 @@ async fn one_batch_mixes_everything(s: &dyn Store) {
     assert_eq!(counts, [(State::Cancelled, 2), (State::Queued, 2), (State::Running, 1)]);
 
     // The whole batch again, later: the same answers, every alert a duplicate, nothing new.
-    let redo = s.ingest(&batch, &p, at(20)).await.unwrap();
+    let redo = s.ingest(batch.clone(), &p, at(20)).await.unwrap();
     for (first, second) in out.iter().zip(&redo) {
         assert_eq!((&second.alert_ids, &second.episode_ids), (&first.alert_ids, &first.episode_ids));
         assert_eq!(

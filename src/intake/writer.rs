@@ -93,12 +93,14 @@ impl Writer {
             }
             let (requests, replies): (Vec<IngestRequest>, Vec<_>) =
                 jobs.drain(..).map(|j| (j.request, j.reply)).unzip();
+            // What the metrics need once the store has taken the requests.
+            let sent: Vec<(&'static str, usize)> =
+                requests.iter().map(|r| (r.delivery.source.as_str(), r.delivery.alerts.len())).collect();
             debug!(batch = requests.len(), "storing a batch of deliveries");
-            match store.ingest(&requests, &policy, clock.now()).await {
+            match store.ingest(requests, &policy, clock.now()).await {
                 Ok(outcomes) => {
                     let mut opened = false;
-                    for ((req, reply), outcome) in requests.iter().zip(replies).zip(outcomes) {
-                        let source = req.delivery.source.as_str();
+                    for ((&(source, _), reply), outcome) in sent.iter().zip(replies).zip(outcomes) {
                         let new = outcome.alert_ids.len().saturating_sub(outcome.duplicates) as u64;
                         metrics.alert(source, "accepted", new);
                         metrics.alert(source, "duplicate", outcome.duplicates as u64);
@@ -116,9 +118,9 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    error!(error = %e, batch = requests.len(), "storing a batch failed; answering 503");
-                    for (req, reply) in requests.iter().zip(replies) {
-                        metrics.alert(req.delivery.source.as_str(), "unavailable", req.delivery.alerts.len() as u64);
+                    error!(error = %e, batch = sent.len(), "storing a batch failed; answering 503");
+                    for (&(source, alerts), reply) in sent.iter().zip(replies) {
+                        metrics.alert(source, "unavailable", alerts as u64);
                         let _ = reply.send(Err(WriteError::Store(e.to_string())));
                     }
                 }

@@ -36,7 +36,7 @@ type Tx = Transaction<'static, Any>;
 impl SqlStore {
     pub(super) async fn ingest_batch(
         &self,
-        batch: &[IngestRequest],
+        batch: Vec<IngestRequest>,
         policy: &IngestPolicy,
         now: DateTime<Utc>,
     ) -> Result<(Vec<IngestOutcome>, Vec<String>)> {
@@ -47,7 +47,7 @@ impl SqlStore {
             // wait here instead of in SQLite's busy handler, which sleeps for up to
             // 100 ms at a time.
             let _write_lock = self.write.acquire().await?;
-            return native.ingest(batch.to_vec(), policy.clone(), now_ms).await;
+            return native.ingest(batch, policy.clone(), now_ms).await;
         }
         let sql = Statements::get();
         // Sorted and unique: the order PostgreSQL takes their locks in.
@@ -66,7 +66,7 @@ impl SqlStore {
         let latest = latest_episodes(&mut tx, sql, &keys).await?;
 
         let mut plan = Plan::new(now_ms, policy, stored, latest);
-        for req in batch {
+        for req in &batch {
             plan.add(req)?;
         }
         let locked = lock_investigations(&mut tx, sql, plan.investigations_to_lock()).await?;

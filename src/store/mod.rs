@@ -179,10 +179,11 @@ pub struct InvestigationFilter {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores deliveries in one transaction (group commit) and answers per delivery.
-    /// When this returns, everything it reports is durable.
+    /// When this returns, everything it reports is durable. The batch is taken by
+    /// value so that a backend may hand it to another thread without copying it.
     async fn ingest(
         &self,
-        batch: &[IngestRequest],
+        batch: Vec<IngestRequest>,
         policy: &IngestPolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<IngestOutcome>>;

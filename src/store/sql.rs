@@ -235,7 +235,7 @@ fn json_map(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
 impl Store for SqlStore {
     async fn ingest(
         &self,
-        batch: &[IngestRequest],
+        batch: Vec<IngestRequest>,
         policy: &IngestPolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<IngestOutcome>> {
