@@ -42,8 +42,9 @@
 //!
 //! Reading the numbers: everything shares one 2-core VM. The `machine` column shows
 //! how busy it was; other work on the box moves the SQLite rows by up to 2x in either
-//! direction (the writer hands every statement between two threads, so how fast an
-//! idle core wakes up matters), so compare runs made under the same conditions.
+//! direction (every batch crosses threads: handlers, the writer task, the SQLite
+//! thread; so how fast an idle core wakes up matters), so compare runs made under the
+//! same conditions.
 //!
 //! PostgreSQL: `postgres://postgres@127.0.0.1:5432/postgres` (trust auth) creates and
 //! drops `inquest_bench_<uuid>`; `INQUEST_TEST_POSTGRES_URL` names another admin URL.
