@@ -68,6 +68,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Playbook helpers.
+    Playbooks {
+        #[command(subcommand)]
+        command: PlaybooksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlaybooksCommand {
+    /// Check playbooks: prints every problem as `file:line: field: why` and exits 1 on
+    /// any.
+    Check {
+        /// Playbook files or directories of them [default: playbooks].
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

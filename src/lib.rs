@@ -12,6 +12,7 @@ pub mod engine;
 pub mod identity;
 pub mod intake;
 pub mod mcp;
+pub mod playbook;
 pub mod policy;
 pub mod registry;
 pub mod store;

@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use inquest::cli::{AlertCommand, AuditCommand, Cli, Command, ConfigCommand, InvestigationsCommand};
+use inquest::cli::{AlertCommand, AuditCommand, Cli, Command, ConfigCommand, InvestigationsCommand, PlaybooksCommand};
 use inquest::config::{self, Config, Overrides};
 use inquest::{app, client, telemetry};
 
@@ -65,10 +65,33 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             }
             InvestigationsCommand::Show { id, url, json } => client::show_investigation(&cfg, url, &id, json).await,
         },
+        Command::Playbooks { command: PlaybooksCommand::Check { paths } } => Ok(check_playbooks(paths)),
         Command::Config { command: ConfigCommand::Check } => {
             println!("{}", serde_json::to_string_pretty(&cfg.redacted())?);
             eprintln!("configuration is valid");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_playbooks(mut paths: Vec<std::path::PathBuf>) -> ExitCode {
+    if paths.is_empty() {
+        paths.push("playbooks".into());
+    }
+    match inquest::playbook::load(&paths) {
+        Ok(playbooks) => {
+            for p in &playbooks {
+                println!("ok  {} ({} step(s), {} finding rule(s))", p.name, p.steps.len(), p.findings.len());
+            }
+            eprintln!("{} playbook(s) checked, no problems", playbooks.len());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!("{} problem(s)", problems.len());
+            ExitCode::FAILURE
         }
     }
 }

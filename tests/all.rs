@@ -16,6 +16,7 @@ mod mcp_domains;
 mod mcp_server;
 mod mtls;
 mod openapi;
+mod playbooks;
 mod presto;
 mod prober;
 mod reference_clients;
