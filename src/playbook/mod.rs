@@ -10,18 +10,22 @@
 //! - `model`: the file as written, with lines for every mistake;
 //! - `check`: from that to a [`Playbook`], or every [`Problem`] at once (pure);
 //! - `findings`: a finding rule applied to a step's result (pure);
+//! - `run`: the steps called wave by wave through the [`ToolCaller`] seam, then the
+//!   findings and the remediations they call for;
 //! - `matcher`: Alertmanager's matcher syntax.
 
 mod check;
 mod findings;
 mod matcher;
 mod model;
+mod run;
 
 use std::path::{Path, PathBuf};
 
 pub use check::{Edit, FileChange, FindingRule, Playbook, Problem, Remediation, Step, parse};
 pub use findings::Match;
 pub use matcher::{Matcher, MatcherError, Op};
+pub use run::{AlertContext, Finding, PlaybookRun, StepOutcome, ToolCaller, findings, render_args, run};
 
 /// The playbook files among `paths`: files as given, directories' `*.yaml` and
 /// `*.yml` files in name order.
