@@ -2,6 +2,7 @@
 //!
 //! See the README's architecture section for the code map and the invariants.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod client;

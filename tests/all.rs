@@ -22,5 +22,6 @@ mod prober;
 mod reference_clients;
 mod registry;
 mod replicas;
+mod sessions;
 mod spark;
 mod store;

@@ -54,6 +54,13 @@ impl ServerHandler for FakeServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        // Misbehaviours by name, for the agent's session tests.
+        match request.name.as_ref() {
+            "hang" => tokio::time::sleep(std::time::Duration::from_secs(3600)).await,
+            "slow" => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+            "fail" => return Ok(CallToolResult::error(vec![ContentBlock::text("the backend said no")]).into()),
+            _ => {}
+        }
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("{} {args}", request.name))]).into())
     }

@@ -1,0 +1,10 @@
+//! The investigation agent's side of MCP: sessions to the permitted servers.
+//!
+//! - `sessions`: pooled sessions per server, timeouts, retries for read-only tools,
+//!   a breaker per server; the real [`crate::playbook::ToolCaller`];
+//! - `breaker`: the circuit breaker's decisions (pure).
+
+mod breaker;
+pub mod sessions;
+
+pub use sessions::{Limits, SessionError, SessionManager, Target};

@@ -1,0 +1,112 @@
+//! The agent's MCP sessions against live (fake) servers over Streamable HTTP: a
+//! hanging, an erroring and a slow server in one playbook run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use inquest::agent::{Limits, SessionError, SessionManager, Target};
+use inquest::playbook::{self, AlertContext, StepOutcome};
+use serde_json::json;
+
+use crate::support::mcp::FakeMcp;
+
+fn target(name: &str, url: &str, trusted: bool) -> Target {
+    Target { name: name.into(), url: url.into(), http: reqwest::Client::new(), trusted }
+}
+
+fn limits() -> Limits {
+    Limits {
+        call_timeout: Duration::from_millis(400),
+        max_call_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(5),
+        read_retries: 1,
+        breaker_failures: 2,
+        breaker_cooldown: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn tools_are_namespaced_and_calls_reuse_the_session() {
+    let a = FakeMcp::start(&["echo", "clear_task"]).await;
+    let m = SessionManager::new(vec![target("airflow", &a.url, true)], limits());
+    let names: Vec<String> = m.tools().await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["airflow__clear_task", "airflow__echo"]);
+    for i in 0..3 {
+        let out = m.call("airflow", "echo", json!({"text": i}).as_object().unwrap().clone(), None).await.unwrap();
+        assert_eq!(out, json!(format!("echo {{\"text\":{i}}}")));
+    }
+    assert_eq!(m.connects(), 1, "one session for the listing and every call");
+    assert!(matches!(m.call("nope", "echo", Default::default(), None).await, Err(SessionError::UnknownServer(_))));
+}
+
+#[tokio::test]
+async fn a_hanging_an_erroring_and_a_slow_server_do_not_stop_the_investigation() {
+    let hanging = FakeMcp::start(&["hang"]).await;
+    let erroring = FakeMcp::start(&["fail"]).await;
+    let slow = FakeMcp::start(&["slow"]).await;
+    let m = SessionManager::new(
+        vec![target("a", &hanging.url, true), target("b", &erroring.url, true), target("c", &slow.url, true)],
+        limits(),
+    );
+    let p = playbook::parse(
+        "t.yaml",
+        r#"
+name: three
+description: d
+manual_minutes: 1
+match: {labels: ['alertname="X"']}
+steps:
+  - {id: hang, tool: a__hang, args: {text: "{{ labels.x }}"}}
+  - {id: fail, tool: b__fail, args: {text: "{{ labels.x }}"}}
+  - {id: slow, tool: c__slow, args: {text: "{{ labels.x }}"}}
+"#,
+    )
+    .unwrap();
+    let alert = AlertContext { labels: BTreeMap::from([("x".into(), "1".into())]), annotations: BTreeMap::new() };
+    let started = Instant::now();
+    let run = playbook::run(&p, &alert, &m).await;
+    let took = started.elapsed();
+    // One try and one retry of 400 ms for the read-only hanging tool, run beside the others.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let get = |id: &str| run.steps.iter().find(|(s, _)| s == id).map(|(_, o)| o.clone()).unwrap();
+    assert!(
+        matches!(get("hang"), StepOutcome::Failed { error, .. } if error.contains("did not answer within")),
+        "{:?}",
+        get("hang")
+    );
+    assert!(
+        matches!(get("fail"), StepOutcome::Failed { error, .. } if error.contains("the backend said no")),
+        "{:?}",
+        get("fail")
+    );
+    assert!(matches!(get("slow"), StepOutcome::Done { .. }), "{:?}", get("slow"));
+    assert_eq!(hanging.server.calls.load(std::sync::atomic::Ordering::SeqCst), 2, "a read-only tool is retried once");
+
+    // Two timeouts opened the hanging server's breaker: the next call fails at once.
+    let t = Instant::now();
+    let again = m.call("a", "hang", Default::default(), None).await;
+    assert!(matches!(again, Err(SessionError::CircuitOpen { .. })), "{again:?}");
+    assert!(t.elapsed() < Duration::from_millis(100));
+    // A tool's own error is not the server's fault: the erroring server stays callable.
+    for _ in 0..3 {
+        assert!(matches!(m.call("b", "fail", Default::default(), None).await, Err(SessionError::Tool { .. })));
+    }
+}
+
+#[tokio::test]
+async fn untrusted_servers_are_not_retried_and_unreachable_ones_say_where() {
+    let hanging = FakeMcp::start(&["hang"]).await;
+    let m = SessionManager::new(
+        vec![target("third", &hanging.url, false), target("gone", "http://127.0.0.1:9/mcp", true)],
+        limits(),
+    );
+    let r = m.call("third", "hang", Default::default(), None).await;
+    assert!(matches!(r, Err(SessionError::Timeout { .. })), "{r:?}");
+    assert_eq!(hanging.server.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "its read-only hint is not believed");
+    let r = m.call("gone", "echo", Default::default(), None).await;
+    assert!(matches!(&r, Err(SessionError::Connect { url, .. }) if url.contains("127.0.0.1:9")), "{r:?}");
+    // A caller asking for more than the cap gets the cap.
+    let t = Instant::now();
+    let _ = m.call("third", "hang", Default::default(), Some(Duration::from_secs(60))).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "capped at max_call_timeout");
+}
