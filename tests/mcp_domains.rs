@@ -202,3 +202,43 @@ async fn presto_tools_answer_through_the_stack() {
     ];
     through_the_stack(domain, &cases).await;
 }
+
+/// The playbook path end to end: the shipped Airflow playbook, run by the agent's
+/// session manager over mTLS against the Airflow MCP server and the real Airflow,
+/// names the missing table from the failed task's log.
+#[tokio::test]
+async fn the_airflow_playbook_finds_the_missing_table_through_the_stack() {
+    use inquest::agent::{Limits, SessionManager, Target};
+    use inquest::playbook::{self, AlertContext, StepOutcome};
+
+    let airflow = af::shared().await;
+    let domain = Arc::new(inquest::domains::airflow::AirflowDomain::new(&airflow.config()).unwrap());
+    let served = serve(domain).await;
+    let target =
+        Target { name: "airflow".into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
+    let sessions = SessionManager::new(vec![target], Limits::default());
+    let playbooks = playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap();
+    let alert = AlertContext {
+        labels: [
+            ("alertname", "AirflowTaskFailed"),
+            ("dag_id", af::FAILING_LOAD_DAG),
+            ("run_id", airflow.failed_load_run.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        annotations: Default::default(),
+    };
+    let chosen: Vec<_> = playbooks.iter().filter(|p| p.matches(&alert.labels, &alert.annotations)).collect();
+    assert_eq!(chosen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["airflow-task-failure"]);
+
+    let run = playbook::run(chosen[0], &alert, &sessions).await;
+    for (id, outcome) in &run.steps {
+        assert!(matches!(outcome, StepOutcome::Done { .. }), "{id}: {outcome:?}");
+    }
+    let finding = run.findings.iter().find(|f| f.category == "missing_table").expect("a missing-table finding");
+    assert_eq!(finding.step, "log", "cites the task log");
+    assert!(finding.summary.contains("warehouse.orders_daily"), "{}", finding.summary);
+    assert!(finding.quote.contains("not found"), "{}", finding.quote);
+    assert_eq!(sessions.connects(), 1, "three calls, one session");
+}
