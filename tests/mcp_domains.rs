@@ -242,3 +242,41 @@ async fn the_airflow_playbook_finds_the_missing_table_through_the_stack() {
     assert!(finding.quote.contains("not found"), "{}", finding.quote);
     assert_eq!(sessions.connects(), 1, "three calls, one session");
 }
+
+/// The Spark playbooks end to end against the real History Server: the out-of-memory
+/// run is recognised from its failed tasks, and the bad-record run as a code exception.
+#[tokio::test]
+async fn the_spark_playbooks_classify_oom_and_exceptions_through_the_stack() {
+    use inquest::agent::{Limits, SessionManager, Target};
+    use inquest::playbook::{self, AlertContext, StepOutcome};
+
+    let history = spark::history().await;
+    let config = inquest::domains::spark::SparkConfig { history_url: history.url.clone(), ..Default::default() };
+    let domain = Arc::new(inquest::domains::spark::SparkDomain::new(&config).unwrap());
+    let served = serve(domain).await;
+    let target =
+        Target { name: "spark".into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
+    let sessions = SessionManager::new(vec![target], Limits::default());
+    let playbooks = playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap();
+    let by_name = |name: &str| playbooks.iter().find(|p| p.name == name).unwrap();
+    let alert = |app: &str| AlertContext {
+        labels: [("alertname", "SparkJobFailed"), ("app_id", app)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: Default::default(),
+    };
+
+    let oom = playbook::run(by_name("spark-executor-oom"), &alert(&history.runs.oom), &sessions).await;
+    for (id, outcome) in &oom.steps {
+        assert!(matches!(outcome, StepOutcome::Done { .. }), "{id}: {outcome:?}");
+    }
+    let categories: Vec<&str> = oom.findings.iter().map(|f| f.category.as_str()).collect();
+    assert!(categories.contains(&"out_of_memory"), "{:?}", oom.findings);
+    assert_eq!(oom.remediations, ["more_executor_memory"]);
+
+    let bad = playbook::run(by_name("spark-job-failure"), &alert(&history.runs.bad_record), &sessions).await;
+    let exception = bad.findings.iter().find(|f| f.category == "code_exception").expect("a code exception");
+    assert!(exception.summary.contains("ValueError"), "{}", exception.summary);
+    assert!(!bad.findings.iter().any(|f| f.category == "out_of_memory"), "{:?}", bad.findings);
+}
