@@ -110,3 +110,70 @@ async fn untrusted_servers_are_not_retried_and_unreachable_ones_say_where() {
     let _ = m.call("third", "hang", Default::default(), Some(Duration::from_secs(60))).await;
     assert!(t.elapsed() < Duration::from_secs(2), "capped at max_call_timeout");
 }
+
+/// An investigation on the playbook path: the stored alert picks the playbook, the
+/// steps go to the discovered servers, and the log records calls, findings and the
+/// report.
+#[tokio::test]
+async fn an_investigation_records_its_calls_findings_and_report() {
+    use std::sync::Arc;
+
+    use inquest::agent::{FixedDiscovery, PlaybookInvestigator};
+    use inquest::engine::{Investigator, WorkContext};
+    use inquest::intake::{self, Source};
+    use inquest::store::{IngestPolicy, IngestRequest, SqlStore, Store};
+
+    let server = FakeMcp::start(&["echo", "fail"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap();
+    let body = json!({
+        "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "EchoFailed", "word": "orders"},
+                    "annotations": {}, "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "", "fingerprint": "f1"}],
+    })
+    .to_string();
+    let delivery = intake::parse(Source::Alertmanager, body.as_bytes(), None).unwrap();
+    let request = IngestRequest { delivery, team: "data".into(), service: None, body };
+    let policy =
+        IngestPolicy { cooldown: Duration::from_secs(600), on_resolved: inquest::config::OnResolved::Continue };
+    let out = store.ingest(vec![request], &policy, chrono::Utc::now()).await.unwrap();
+    let investigation = store.investigation(&out[0].new_investigations[0]).await.unwrap().unwrap();
+
+    let playbooks = vec![
+        playbook::parse(
+            "echo.yaml",
+            r#"
+name: echo-failure
+description: d
+manual_minutes: 15
+match: {labels: ['alertname="EchoFailed"']}
+steps:
+  - {id: say, tool: fake__echo, args: {text: "{{ labels.word }}"}}
+  - {id: refuse, tool: fake__fail, args: {text: "x"}}
+findings:
+  - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
+"#,
+        )
+        .unwrap(),
+    ];
+    let investigator = PlaybookInvestigator {
+        playbooks,
+        discovery: Arc::new(FixedDiscovery(vec![target("fake", &server.url, true)])),
+        limits: limits(),
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    let outcome = investigator.investigate(&WorkContext { investigation, store }).await.unwrap();
+    assert_eq!(outcome.summary, "the server echoed orders");
+    let kinds: Vec<&str> = outcome.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["playbook.chosen", "servers.discovered", "tool.called", "tool.called", "finding", "report"]);
+    assert_eq!(outcome.events[2].data["tool"], "fake__echo");
+    assert_eq!(outcome.events[2].data["args"], json!({"text": "orders"}));
+    assert_eq!(outcome.events[3].data["outcome"], "failed");
+    assert_eq!(outcome.events[4].data["evidence"]["step"], "say");
+    let report = &outcome.events[5].data;
+    assert_eq!(report["mode"], "playbook");
+    assert_eq!(report["root_cause"], "echoed");
+    assert_eq!(report["manual_minutes"], 15);
+}

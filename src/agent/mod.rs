@@ -2,9 +2,12 @@
 //!
 //! - `sessions`: pooled sessions per server, timeouts, retries for read-only tools,
 //!   a breaker per server; the real [`crate::playbook::ToolCaller`];
-//! - `breaker`: the circuit breaker's decisions (pure).
+//! - `breaker`: the circuit breaker's decisions (pure);
+//! - `investigator`: the playbook path of an investigation, through a `Discovery` seam.
 
 mod breaker;
+pub mod investigator;
 pub mod sessions;
 
+pub use investigator::{Discovery, FixedDiscovery, PlaybookInvestigator};
 pub use sessions::{Limits, SessionError, SessionManager, Target};

@@ -19,15 +19,17 @@ pub struct Match {
 
 impl FindingRule {
     /// Runs the rule over `result`, the step's structured output: over `field` when the
-    /// rule names one (a dotted path, numbers index arrays), else over the result as
-    /// JSON text. A missing field finds nothing.
+    /// rule names one (a dotted path, numbers index arrays), else over the whole
+    /// result. A missing field finds nothing.
     pub fn apply(&self, result: &Value) -> Option<Match> {
-        let text = match &self.field {
-            Some(path) => match lookup(result, path)? {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            },
-            None => result.to_string(),
+        // A string is read as itself, anything else as its JSON text.
+        let target = match &self.field {
+            Some(path) => lookup(result, path)?,
+            None => result,
+        };
+        let text = match target {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
         };
         let caps = self.regex.captures(&text)?;
         let groups = self
