@@ -18,6 +18,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     inquest::identity::install_crypto_provider();
     let cli = Cli::parse();
+    // Checking playbook files needs no configuration: it works beside a broken one.
+    if let Command::Playbooks { command: PlaybooksCommand::Check { paths } } = cli.command {
+        return check_playbooks(paths);
+    }
     let overrides = Overrides {
         config_file: cli.global.config.clone(),
         listen: cli.global.listen.clone(),
@@ -65,6 +69,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             }
             InvestigationsCommand::Show { id, url, json } => client::show_investigation(&cfg, url, &id, json).await,
         },
+        // Handled before the configuration is loaded.
         Command::Playbooks { command: PlaybooksCommand::Check { paths } } => Ok(check_playbooks(paths)),
         Command::Config { command: ConfigCommand::Check } => {
             println!("{}", serde_json::to_string_pretty(&cfg.redacted())?);

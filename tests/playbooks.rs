@@ -7,6 +7,8 @@ fn check(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_inquest"))
         .current_dir(dir)
         .env("INQUEST_DATA_DIR", dir.join("data"))
+        // A configuration mistake does not stop a file check.
+        .env("INQUEST_NOT_A_SETTING", "x")
         .arg("playbooks")
         .arg("check")
         .args(args)
