@@ -108,7 +108,9 @@ mod tests {
         let p = shipped("presto-query-failure");
         let limit = json!({"query_id": "q1", "state": "FAILED", "error_type": "INSUFFICIENT_RESOURCES", "error_code": "EXCEEDED_TIME_LIMIT"});
         assert_eq!(find(&p, "query", &limit)[0].0, "query_limit_exceeded");
-        let missing = json!({"query_id": "q2", "state": "FAILED", "error": "line 1:1: Table 'hive.default.orders' does not exist"});
-        assert_eq!(find(&p, "query", &missing)[0].1, [("table".to_string(), "hive.default.orders".to_string())]);
+        // As get_query answers: the error's type and code, no message.
+        let missing =
+            json!({"query_id": "q2", "state": "FAILED", "error_type": "USER_ERROR", "error_code": "TABLE_NOT_FOUND"});
+        assert_eq!(find(&p, "query", &missing)[0].0, "missing_table");
     }
 }
