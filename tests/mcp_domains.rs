@@ -280,3 +280,58 @@ async fn the_spark_playbooks_classify_oom_and_exceptions_through_the_stack() {
     assert!(exception.summary.contains("ValueError"), "{}", exception.summary);
     assert!(!bad.findings.iter().any(|f| f.category == "out_of_memory"), "{:?}", bad.findings);
 }
+
+/// The Presto playbook end to end: a query that failed on a missing table, alerted on
+/// by its id, is classified from what `get_query` records of it.
+#[tokio::test]
+async fn the_presto_playbook_classifies_a_failed_query_through_the_stack() {
+    use inquest::agent::{Limits, SessionError, SessionManager, Target};
+    use inquest::playbook::{self, AlertContext};
+
+    let coordinator = presto::Coordinator::start().await;
+    let config = inquest::domains::presto::config::PrestoConfig {
+        url: coordinator.url.clone(),
+        user: "inquest".to_string(),
+        catalog: Some("hive".to_string()),
+        schema: Some("warehouse".to_string()),
+        ..Default::default()
+    };
+    let domain = Arc::new(inquest::domains::presto::PrestoDomain::new(config).unwrap());
+    let served = serve(domain).await;
+    let target =
+        Target { name: "presto".into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
+    let sessions = SessionManager::new(vec![target], Limits::default());
+
+    // The failure the alert is about.
+    let sql = json!({"sql": "SELECT * FROM no_such_table"}).as_object().cloned().unwrap();
+    let failed = sessions.call("presto", "run_query", sql, None).await;
+    assert!(
+        matches!(&failed, Err(SessionError::Tool { message, .. }) if message.contains("TABLE_NOT_FOUND")),
+        "{failed:?}"
+    );
+    // Its id, as an alerting rule over the coordinator's queries would have it.
+    let listed = json!({"include_finished": true, "limit": 10}).as_object().cloned().unwrap();
+    let queries = sessions.call("presto", "list_running_queries", listed, None).await.unwrap();
+    let query_id = queries["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["state"] == "FAILED" && q["query"].as_str().is_some_and(|s| s.contains("no_such_table")))
+        .and_then(|q| q["query_id"].as_str())
+        .unwrap_or_else(|| panic!("the failed query is listed: {queries}"))
+        .to_string();
+
+    let playbooks = playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap();
+    let alert = AlertContext {
+        labels: [("alertname", "PrestoQueryFailed"), ("query_id", query_id.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: Default::default(),
+    };
+    let chosen: Vec<_> = playbooks.iter().filter(|p| p.matches(&alert.labels, &alert.annotations)).collect();
+    assert_eq!(chosen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["presto-query-failure"]);
+    let run = playbook::run(chosen[0], &alert, &sessions).await;
+    let categories: Vec<&str> = run.findings.iter().map(|f| f.category.as_str()).collect();
+    assert_eq!(categories, ["missing_table"], "{:?}", run.steps);
+}
