@@ -24,7 +24,7 @@ impl FindingRule {
     pub fn apply(&self, result: &Value) -> Option<Match> {
         // A string is read as itself, anything else as its JSON text.
         let target = match &self.field {
-            Some(path) => lookup(result, path)?,
+            Some(path) => result.pointer(&pointer(path))?,
             None => result,
         };
         let text = match target {
@@ -43,13 +43,9 @@ impl FindingRule {
     }
 }
 
-/// `a.b.0.c` in a JSON value.
-fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(value, |v, key| match v {
-        Value::Object(map) => map.get(key),
-        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
+/// `a.b.0.c` as the JSON pointer `/a/b/0/c`, each key escaped as RFC 6901 asks.
+fn pointer(path: &str) -> String {
+    path.split('.').map(|key| format!("/{}", key.replace('~', "~0").replace('/', "~1"))).collect()
 }
 
 #[cfg(test)]
