@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use inquest::agent::{Limits, SessionError, SessionManager, Target};
 use inquest::identity::devca;
 use inquest::identity::mtls::{self, MtlsListener, MtlsPeer};
 use inquest::identity::svid::SvidSource;
 use inquest::mcp::authz::FixedPolicy;
 use inquest::mcp::{self, Deps, Domain, NoProgress, ServerSettings, ToolCall};
+use inquest::playbook::{self, AlertContext, Playbook, StepOutcome};
 use inquest::policy::{Access, ReviewState, ServerPolicy, UnlistedTools};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::RunningService;
@@ -106,6 +108,42 @@ async fn direct(domain: &dyn Domain, tool: &str, args: &Value) -> Value {
     domain.call(call).await.unwrap_or_else(|e| panic!("{tool} directly: {e}"))
 }
 
+/// The Presto domain over the test coordinator, in the `hive.warehouse` the fixtures use.
+fn presto_domain(coordinator: &presto::Coordinator) -> Arc<dyn Domain> {
+    let config = inquest::domains::presto::config::PrestoConfig {
+        url: coordinator.url.clone(),
+        user: "inquest".to_string(),
+        catalog: Some("hive".to_string()),
+        schema: Some("warehouse".to_string()),
+        ..Default::default()
+    };
+    Arc::new(inquest::domains::presto::PrestoDomain::new(config).unwrap())
+}
+
+/// The agent's sessions to one served domain, under the registry name `name`.
+fn agent_sessions(served: &Served, name: &str) -> SessionManager {
+    let target = Target { name: name.into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
+    SessionManager::new(vec![target], Limits::default())
+}
+
+fn shipped_playbooks() -> Vec<Playbook> {
+    playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap()
+}
+
+fn alert(labels: &[(&str, &str)]) -> AlertContext {
+    AlertContext {
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        annotations: Default::default(),
+    }
+}
+
+/// The one shipped playbook that takes `alert`, which must be `expected`.
+fn only_match<'p>(playbooks: &'p [Playbook], alert: &AlertContext, expected: &str) -> &'p Playbook {
+    let chosen: Vec<&Playbook> = playbooks.iter().filter(|p| p.matches(&alert.labels, &alert.annotations)).collect();
+    assert_eq!(chosen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), [expected]);
+    chosen[0]
+}
+
 /// Lists and calls `cases` through MCP on both revisions; each answer must equal the
 /// domain's direct answer, as `structuredContent` and as its text copy.
 async fn through_the_stack(domain: Arc<dyn Domain>, cases: &[(&str, Value)]) {
@@ -184,14 +222,7 @@ async fn airflow_tools_answer_through_the_stack() {
 #[tokio::test]
 async fn presto_tools_answer_through_the_stack() {
     let coordinator = presto::Coordinator::start().await;
-    let config = inquest::domains::presto::config::PrestoConfig {
-        url: coordinator.url.clone(),
-        user: "inquest".to_string(),
-        catalog: Some("hive".to_string()),
-        schema: Some("warehouse".to_string()),
-        ..Default::default()
-    };
-    let domain = Arc::new(inquest::domains::presto::PrestoDomain::new(config).unwrap());
+    let domain = presto_domain(&coordinator);
     let cases = [
         ("run_query", json!({"sql": "SELECT ds, count(*) AS orders FROM orders_daily GROUP BY ds ORDER BY ds"})),
         ("list_catalogs", json!({})),
@@ -208,31 +239,19 @@ async fn presto_tools_answer_through_the_stack() {
 /// names the missing table from the failed task's log.
 #[tokio::test]
 async fn the_airflow_playbook_finds_the_missing_table_through_the_stack() {
-    use inquest::agent::{Limits, SessionManager, Target};
-    use inquest::playbook::{self, AlertContext, StepOutcome};
-
     let airflow = af::shared().await;
     let domain = Arc::new(inquest::domains::airflow::AirflowDomain::new(&airflow.config()).unwrap());
     let served = serve(domain).await;
-    let target =
-        Target { name: "airflow".into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
-    let sessions = SessionManager::new(vec![target], Limits::default());
-    let playbooks = playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap();
-    let alert = AlertContext {
-        labels: [
-            ("alertname", "AirflowTaskFailed"),
-            ("dag_id", af::FAILING_LOAD_DAG),
-            ("run_id", airflow.failed_load_run.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        annotations: Default::default(),
-    };
-    let chosen: Vec<_> = playbooks.iter().filter(|p| p.matches(&alert.labels, &alert.annotations)).collect();
-    assert_eq!(chosen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["airflow-task-failure"]);
+    let sessions = agent_sessions(&served, "airflow");
+    let playbooks = shipped_playbooks();
+    let alert = alert(&[
+        ("alertname", "AirflowTaskFailed"),
+        ("dag_id", af::FAILING_LOAD_DAG),
+        ("run_id", airflow.failed_load_run.as_str()),
+    ]);
+    let chosen = only_match(&playbooks, &alert, "airflow-task-failure");
 
-    let run = playbook::run(chosen[0], &alert, &sessions).await;
+    let run = playbook::run(chosen, &alert, &sessions).await;
     for (id, outcome) in &run.steps {
         assert!(matches!(outcome, StepOutcome::Done { .. }), "{id}: {outcome:?}");
     }
@@ -247,27 +266,16 @@ async fn the_airflow_playbook_finds_the_missing_table_through_the_stack() {
 /// run is recognised from its failed tasks, and the bad-record run as a code exception.
 #[tokio::test]
 async fn the_spark_playbooks_classify_oom_and_exceptions_through_the_stack() {
-    use inquest::agent::{Limits, SessionManager, Target};
-    use inquest::playbook::{self, AlertContext, StepOutcome};
-
     let history = spark::history().await;
     let config = inquest::domains::spark::SparkConfig { history_url: history.url.clone(), ..Default::default() };
     let domain = Arc::new(inquest::domains::spark::SparkDomain::new(&config).unwrap());
     let served = serve(domain).await;
-    let target =
-        Target { name: "spark".into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
-    let sessions = SessionManager::new(vec![target], Limits::default());
-    let playbooks = playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap();
+    let sessions = agent_sessions(&served, "spark");
+    let playbooks = shipped_playbooks();
     let by_name = |name: &str| playbooks.iter().find(|p| p.name == name).unwrap();
-    let alert = |app: &str| AlertContext {
-        labels: [("alertname", "SparkJobFailed"), ("app_id", app)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        annotations: Default::default(),
-    };
+    let alert_for = |app: &str| alert(&[("alertname", "SparkJobFailed"), ("app_id", app)]);
 
-    let oom = playbook::run(by_name("spark-executor-oom"), &alert(&history.runs.oom), &sessions).await;
+    let oom = playbook::run(by_name("spark-executor-oom"), &alert_for(&history.runs.oom), &sessions).await;
     for (id, outcome) in &oom.steps {
         assert!(matches!(outcome, StepOutcome::Done { .. }), "{id}: {outcome:?}");
     }
@@ -275,7 +283,7 @@ async fn the_spark_playbooks_classify_oom_and_exceptions_through_the_stack() {
     assert!(categories.contains(&"out_of_memory"), "{:?}", oom.findings);
     assert_eq!(oom.remediations, ["more_executor_memory"]);
 
-    let bad = playbook::run(by_name("spark-job-failure"), &alert(&history.runs.bad_record), &sessions).await;
+    let bad = playbook::run(by_name("spark-job-failure"), &alert_for(&history.runs.bad_record), &sessions).await;
     let exception = bad.findings.iter().find(|f| f.category == "code_exception").expect("a code exception");
     assert!(exception.summary.contains("ValueError"), "{}", exception.summary);
     assert!(!bad.findings.iter().any(|f| f.category == "out_of_memory"), "{:?}", bad.findings);
@@ -285,22 +293,10 @@ async fn the_spark_playbooks_classify_oom_and_exceptions_through_the_stack() {
 /// by its id, is classified from what `get_query` records of it.
 #[tokio::test]
 async fn the_presto_playbook_classifies_a_failed_query_through_the_stack() {
-    use inquest::agent::{Limits, SessionError, SessionManager, Target};
-    use inquest::playbook::{self, AlertContext};
-
     let coordinator = presto::Coordinator::start().await;
-    let config = inquest::domains::presto::config::PrestoConfig {
-        url: coordinator.url.clone(),
-        user: "inquest".to_string(),
-        catalog: Some("hive".to_string()),
-        schema: Some("warehouse".to_string()),
-        ..Default::default()
-    };
-    let domain = Arc::new(inquest::domains::presto::PrestoDomain::new(config).unwrap());
+    let domain = presto_domain(&coordinator);
     let served = serve(domain).await;
-    let target =
-        Target { name: "presto".into(), url: served.url.clone(), http: served.agent_http.clone(), trusted: true };
-    let sessions = SessionManager::new(vec![target], Limits::default());
+    let sessions = agent_sessions(&served, "presto");
 
     // The failure the alert is about.
     let sql = json!({"sql": "SELECT * FROM no_such_table"}).as_object().cloned().unwrap();
@@ -321,17 +317,10 @@ async fn the_presto_playbook_classifies_a_failed_query_through_the_stack() {
         .unwrap_or_else(|| panic!("the failed query is listed: {queries}"))
         .to_string();
 
-    let playbooks = playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap();
-    let alert = AlertContext {
-        labels: [("alertname", "PrestoQueryFailed"), ("query_id", query_id.as_str())]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        annotations: Default::default(),
-    };
-    let chosen: Vec<_> = playbooks.iter().filter(|p| p.matches(&alert.labels, &alert.annotations)).collect();
-    assert_eq!(chosen.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["presto-query-failure"]);
-    let run = playbook::run(chosen[0], &alert, &sessions).await;
+    let playbooks = shipped_playbooks();
+    let alert = alert(&[("alertname", "PrestoQueryFailed"), ("query_id", query_id.as_str())]);
+    let chosen = only_match(&playbooks, &alert, "presto-query-failure");
+    let run = playbook::run(chosen, &alert, &sessions).await;
     let categories: Vec<&str> = run.findings.iter().map(|f| f.category.as_str()).collect();
     assert_eq!(categories, ["missing_table"], "{:?}", run.steps);
 }
