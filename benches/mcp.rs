@@ -18,8 +18,9 @@
 //! - `direct`: a keep-alive reqwest client calling the backend endpoint(s) the tool
 //!   calls (Presto: the client protocol exchange, POST and every nextUri);
 //! - `mcp 2026-07-28` and `mcp 2025-11-25`: an rmcp client as the agent, over mTLS with
-//!   the dev CA's SVIDs, calling the tool; the server runs in this process on its own
-//!   runtime threads, as in `inquest server`;
+//!   the dev CA's SVIDs, calling the tool; the server (`tests/support/served.rs`, as the
+//!   integration tests serve it) runs in this process on the same multi-thread tokio
+//!   runtime as the client, the kind `inquest server` runs on;
 //! - calls alternate (direct, mcp, direct, ...) one at a time after a warm-up, so both
 //!   see the same backend state and machine load.
 //!
@@ -42,35 +43,29 @@ mod airflow;
 #[path = "../tests/support/presto.rs"]
 #[allow(dead_code)]
 mod presto;
+#[path = "../tests/support/served.rs"]
+mod served;
 #[path = "../tests/support/spark.rs"]
 #[allow(dead_code)]
 mod spark;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
+
+use served::{Served, serve};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
-use inquest::identity::devca;
-use inquest::identity::mtls::{self, MtlsListener, MtlsPeer};
-use inquest::identity::svid::SvidSource;
-use inquest::mcp::authz::FixedPolicy;
-use inquest::mcp::{self, Deps, Domain, ServerSettings};
-use inquest::policy::{Access, ReviewState, ServerPolicy, UnlistedTools};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const TD: &str = "inquest.local";
-const AGENT: &str = "spiffe://inquest.local/agent";
 const TARGET_ADDED_MS: f64 = 1.0;
 const TARGET_RATIO: f64 = 1.10;
 const REFERENCE_VERSION: &str = "0.2.10";
@@ -146,48 +141,6 @@ struct Case {
     tool: &'static str,
     args: Value,
     direct: Box<dyn Fn() -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>,
-}
-
-/// One domain served as `inquest server` serves it: mTLS with its SVID, the agent allowed.
-struct Served {
-    url: String,
-    agent_http: reqwest::Client,
-}
-
-async fn serve(domain: Arc<dyn Domain>, dir: &std::path::Path, stop: &CancellationToken) -> Result<Served> {
-    let id = domain.id();
-    let server_id = format!("spiffe://{TD}/server/{id}");
-    let paths = devca::ensure_dev_identities(dir, TD).context("dev identities")?;
-    let server_svid: Arc<dyn SvidSource> = Arc::new(paths.file_source(&server_id)?);
-    let agent_svid: Arc<dyn SvidSource> = Arc::new(paths.file_source(AGENT)?);
-
-    let tcp = TcpListener::bind("127.0.0.1:0").await?;
-    let addr: SocketAddr = tcp.local_addr()?;
-    let url = format!("https://{addr}/mcp/{id}");
-    let settings = ServerSettings::new(id, &url);
-    // The registry's word, fixed: the agent may use every tool (reads need no approval).
-    let policy = ServerPolicy {
-        security_review: ReviewState::Approved,
-        production: ReviewState::Approved,
-        access: Access { allowed: vec![AGENT.to_string()], unlisted_tools: UnlistedTools::Allow, ..Default::default() },
-        ..Default::default()
-    };
-    let deps = Deps {
-        policy: Some(Arc::new(FixedPolicy(policy))),
-        audit_dir: Some(dir.to_path_buf()),
-        binds: vec![addr],
-        ..Default::default()
-    };
-    let served = mcp::serve(domain, settings, deps, stop.clone())?;
-    let tls = mtls::server_config(server_svid, vec![AGENT.to_string()])?;
-    let listener = MtlsListener::new(tcp, tls)?;
-    let token = stop.clone();
-    tokio::spawn(async move {
-        let app = served.router.into_make_service_with_connect_info::<MtlsPeer>();
-        let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
-    });
-    let agent_http = mtls::http_client(agent_svid, vec![server_id])?;
-    Ok(Served { url, agent_http })
 }
 
 async fn client(

@@ -8,26 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inquest::agent::{Limits, SessionError, SessionManager, Target};
-use inquest::identity::devca;
-use inquest::identity::mtls::{self, MtlsListener, MtlsPeer};
-use inquest::identity::svid::SvidSource;
-use inquest::mcp::authz::FixedPolicy;
-use inquest::mcp::{self, Deps, Domain, NoProgress, ServerSettings, ToolCall};
+use inquest::mcp::{Domain, NoProgress, ToolCall};
 use inquest::playbook::{self, AlertContext, Playbook, StepOutcome};
-use inquest::policy::{Access, ReviewState, ServerPolicy, UnlistedTools};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{airflow as af, presto, spark};
 
-const TD: &str = "inquest.local";
-const AGENT: &str = "spiffe://inquest.local/agent";
+use crate::support::served::{self, AGENT};
 
 /// A domain served over mTLS, and the agent's client settings for it.
 struct Served {
@@ -44,38 +37,9 @@ impl Drop for Served {
 }
 
 async fn serve(domain: Arc<dyn Domain>) -> Served {
-    inquest::identity::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let id = domain.id();
-    let server_id = format!("spiffe://{TD}/server/{id}");
-    let paths = devca::ensure_dev_identities(dir.path(), TD).unwrap();
-    let server_svid: Arc<dyn SvidSource> = Arc::new(paths.file_source(&server_id).unwrap());
-    let agent_svid: Arc<dyn SvidSource> = Arc::new(paths.file_source(AGENT).unwrap());
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let url = format!("https://{addr}/mcp/{id}");
-    let policy = ServerPolicy {
-        security_review: ReviewState::Approved,
-        production: ReviewState::Approved,
-        access: Access { allowed: vec![AGENT.to_string()], unlisted_tools: UnlistedTools::Allow, ..Default::default() },
-        ..Default::default()
-    };
-    let deps = Deps {
-        policy: Some(Arc::new(FixedPolicy(policy))),
-        audit_dir: Some(dir.path().to_path_buf()),
-        binds: vec![addr],
-        ..Default::default()
-    };
     let stop = CancellationToken::new();
-    let served = mcp::serve(domain, ServerSettings::new(id, &url), deps, stop.clone()).unwrap();
-    let tls = mtls::server_config(server_svid, vec![AGENT.to_string()]).unwrap();
-    let listener = MtlsListener::new(tcp, tls).unwrap();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        let app = served.router.into_make_service_with_connect_info::<MtlsPeer>();
-        let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
-    });
-    let agent_http = mtls::http_client(agent_svid, vec![server_id]).unwrap();
+    let served::Served { url, agent_http } = served::serve(domain, dir.path(), &stop).await.unwrap();
     Served { _dir: dir, url, agent_http, stop }
 }
 

@@ -8,5 +8,6 @@ pub mod pg;
 pub mod presto;
 pub mod process;
 pub mod refclients;
+pub mod served;
 pub mod server;
 pub mod spark;
