@@ -4,6 +4,7 @@
 pub mod airflow;
 pub mod mcp;
 pub mod oidc;
+pub mod openai;
 pub mod pg;
 pub mod presto;
 pub mod process;
