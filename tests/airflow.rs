@@ -159,9 +159,9 @@ async fn task_logs_lead_with_the_exception() {
     )
     .await;
     let text = log["text"].as_str().unwrap();
-    assert!(text.starts_with("EXCEPTION ProgrammingError: Table warehouse.orders_daily not found\n"), "{text}");
+    assert!(text.starts_with("EXCEPTION ProgrammingError: Table warehouse.orders_summary not found\n"), "{text}");
     assert!(text.contains("orders_daily_load.py"), "the frames name the DAG file: {text}");
-    assert!(text.contains("loading 42 rows into warehouse.orders_daily"), "the task's own output: {text}");
+    assert!(text.contains("loading 42 rows into warehouse.orders_summary"), "the task's own output: {text}");
     assert_eq!(log["try_number"], 1);
     assert_eq!(log["truncated"], Value::Null);
 

@@ -62,6 +62,10 @@ pub struct Step {
 pub struct FindingRule {
     pub id: String,
     pub step: String,
+    /// Reads the step's error message instead of its result.
+    pub on_error: bool,
+    /// Further steps the finding cites.
+    pub cite: Vec<String>,
     pub field: Option<String>,
     pub regex: Regex,
     pub category: String,
@@ -112,7 +116,7 @@ pub fn parse(file: &str, text: &str) -> Result<Playbook, Vec<Problem>> {
             why: e.to_string(),
         }]
     })?;
-    Checker { file, problems: Vec::new(), env: Environment::new() }.check(raw)
+    Checker { file, problems: Vec::new(), env: super::run::environment() }.check(raw)
 }
 
 struct Checker<'a> {
@@ -265,10 +269,28 @@ impl Checker<'_> {
                 }
             };
             self.template(at, &format!("{field}.summary"), &f.summary, SUMMARY_ROOTS, &ids);
+            let on_error = match f.on.as_deref() {
+                None | Some("result") => false,
+                Some("error") => true,
+                Some(other) => {
+                    self.problem(at, format!("{field}.on"), format!("`{other}` is not `result` or `error`"));
+                    false
+                }
+            };
+            for (i, step) in f.cite.iter().enumerate() {
+                if !step_ids.contains(step) {
+                    self.problem(at, format!("{field}.cite[{i}]"), format!("no step is called `{step}`"));
+                }
+            }
+            if on_error && f.field.is_some() {
+                self.problem(at, format!("{field}.field"), "an error is a message; a rule `on: error` names no field");
+            }
             if let Some(regex) = regex {
                 out.push(FindingRule {
                     id: f.id.clone(),
                     step: f.step.clone(),
+                    on_error,
+                    cite: f.cite.clone(),
                     field: f.field.clone(),
                     regex,
                     category: f.category.clone(),

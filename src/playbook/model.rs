@@ -53,6 +53,13 @@ pub struct RawFinding {
     pub id: String,
     /// The step whose result the rule reads.
     pub step: String,
+    /// `result` (default): the rule reads the step's result; `error`: the message of
+    /// its failure (a table that does not exist is an answer too).
+    #[serde(default)]
+    pub on: Option<String>,
+    /// Further steps whose results support the finding; the report cites them too.
+    #[serde(default)]
+    pub cite: Vec<String>,
     /// A dotted path into the result (`text`, `exceptions.0.message`); none: the whole
     /// result as JSON text.
     #[serde(default)]

@@ -54,6 +54,8 @@ pub struct Finding {
     /// The step whose result it was found in, and the text that matched.
     pub step: String,
     pub quote: String,
+    /// Further steps that support it.
+    pub cite: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +119,14 @@ pub async fn run(playbook: &Playbook, alert: &AlertContext, caller: &dyn ToolCal
             outcomes.insert(id, outcome);
         }
     }
-    let findings = findings(playbook, alert, &results);
+    let errors: BTreeMap<String, String> = outcomes
+        .iter()
+        .filter_map(|(id, o)| match o {
+            StepOutcome::Failed { error, .. } => Some((id.clone(), error.clone())),
+            _ => None,
+        })
+        .collect();
+    let findings = findings(playbook, alert, &results, &errors);
     let made: BTreeSet<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
     let remediations = playbook
         .remediations
@@ -131,23 +140,52 @@ pub async fn run(playbook: &Playbook, alert: &AlertContext, caller: &dyn ToolCal
 
 /// Applies every finding rule whose step succeeded; summaries are rendered with the
 /// regex's named groups as `match`.
-pub fn findings(playbook: &Playbook, alert: &AlertContext, results: &BTreeMap<String, Value>) -> Vec<Finding> {
-    let env = Environment::new();
+pub fn findings(
+    playbook: &Playbook,
+    alert: &AlertContext,
+    results: &BTreeMap<String, Value>,
+    errors: &BTreeMap<String, String>,
+) -> Vec<Finding> {
+    let env = environment();
     playbook
         .findings
         .iter()
         .filter_map(|rule| {
-            let result = results.get(&rule.step)?;
-            let Match { rule: id, category, quote, groups } = rule.apply(result)?;
+            let Match { rule: id, category, quote, groups } = if rule.on_error {
+                rule.apply(&Value::String(errors.get(&rule.step)?.clone()))?
+            } else {
+                rule.apply(results.get(&rule.step)?)?
+            };
             let ctx = minijinja::context! {
                 labels => &alert.labels, annotations => &alert.annotations,
                 steps => minijinja::Value::from(Serde(results)), match => groups,
             };
             // The template was checked at load; a render error leaves the summary as written.
             let summary = env.render_str(&rule.summary, ctx).unwrap_or_else(|_| rule.summary.clone());
-            Some(Finding { rule: id, category, summary, step: rule.step.clone(), quote })
+            Some(Finding { rule: id, category, summary, step: rule.step.clone(), quote, cite: rule.cite.clone() })
         })
         .collect()
+}
+
+/// The template environment of playbooks: minijinja's, plus `capture`.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.add_filter("capture", capture);
+    env
+}
+
+/// `{{ text | capture(regex, group) }}`: the named (or numbered, default 1) group of
+/// the first match, or none. Lets a step take a name out of an earlier step's log.
+fn capture(text: &str, regex: &str, group: Option<minijinja::Value>) -> Result<minijinja::Value, minijinja::Error> {
+    let re = regex::Regex::new(regex)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("capture: {e}")))?;
+    let Some(caps) = re.captures(text) else { return Ok(minijinja::Value::from(())) };
+    let m = match &group {
+        Some(g) if g.as_str().is_some() => caps.name(g.as_str().unwrap_or_default()),
+        Some(g) => caps.get(usize::try_from(g.clone()).unwrap_or(1)),
+        None => caps.get(1),
+    };
+    Ok(m.map_or(minijinja::Value::from(()), |m| minijinja::Value::from(m.as_str())))
 }
 
 /// Renders a step's arguments. A string that is exactly one `{{ expression }}` keeps
@@ -159,7 +197,7 @@ pub fn render_args(
     alert: &AlertContext,
     results: &BTreeMap<String, Value>,
 ) -> Result<Map<String, Value>, String> {
-    let env = Environment::new();
+    let env = environment();
     let ctx = minijinja::context! {
         labels => &alert.labels, annotations => &alert.annotations, steps => minijinja::Value::from(Serde(results)),
     };

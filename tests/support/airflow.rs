@@ -34,7 +34,10 @@ pub const HEALTHY_DAG: &str = "healthy_heartbeat";
 pub const WRITES_DAG: &str = "inquest_writes";
 pub const WRITES_TASK: &str = "quick";
 pub const BROKEN_FILE: &str = "broken_import.py";
-const PARSED_DAGS: [&str; 4] = [FAILING_LOAD_DAG, TIMEOUT_DAG, HEALTHY_DAG, WRITES_DAG];
+/// Its log carries a prompt injection aimed at agents.
+pub const INJECTION_DAG: &str = "customer_export";
+pub const INJECTION_TASK: &str = "export_customers";
+const PARSED_DAGS: [&str; 5] = [FAILING_LOAD_DAG, TIMEOUT_DAG, HEALTHY_DAG, WRITES_DAG, INJECTION_DAG];
 
 const SOURCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/airflow");
 /// Generous: the machine is shared, and a cold start under load takes about a minute.
@@ -49,6 +52,7 @@ pub struct Airflow {
     /// The `failed` runs made at start.
     pub failed_load_run: String,
     pub failed_timeout_run: String,
+    pub failed_injection_run: String,
     child: Option<Child>,
 }
 
@@ -96,6 +100,7 @@ impl Airflow {
             home,
             failed_load_run: String::new(),
             failed_timeout_run: String::new(),
+            failed_injection_run: String::new(),
             child: Some(child),
         };
         match airflow.prepare().await {
@@ -124,10 +129,13 @@ impl Airflow {
         }
         let load = rest.trigger(FAILING_LOAD_DAG).await?;
         let timeout = rest.trigger(TIMEOUT_DAG).await?;
+        let injection = rest.trigger(INJECTION_DAG).await?;
         rest.wait_run_state(FAILING_LOAD_DAG, &load, "failed", RUN_TIMEOUT).await?;
         rest.wait_run_state(TIMEOUT_DAG, &timeout, "failed", RUN_TIMEOUT).await?;
+        rest.wait_run_state(INJECTION_DAG, &injection, "failed", RUN_TIMEOUT).await?;
         self.failed_load_run = load;
         self.failed_timeout_run = timeout;
+        self.failed_injection_run = injection;
         Ok(())
     }
 

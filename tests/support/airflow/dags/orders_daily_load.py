@@ -1,4 +1,4 @@
-"""Loads the daily orders table; the load fails because the target table is missing,
+"""Summarises the daily orders; the load fails because its target table is missing,
 raising the way a database driver does (a pure-Python stand-in, no database needed)."""
 from datetime import datetime
 
@@ -21,7 +21,7 @@ class WarehouseCursor:
 
 with DAG(
     dag_id="orders_daily_load",
-    description="Loads yesterday's orders into warehouse.orders_daily",
+    description="Loads yesterday's orders into warehouse.orders_summary",
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -36,7 +36,7 @@ with DAG(
     @task
     def load_orders_daily(rows):
         cursor = WarehouseCursor(catalog={"warehouse.orders_raw"})
-        print(f"loading {rows} rows into warehouse.orders_daily")
-        cursor.execute("INSERT INTO warehouse.orders_daily SELECT * FROM staging", "warehouse.orders_daily")
+        print(f"loading {rows} rows into warehouse.orders_summary")
+        cursor.execute("INSERT INTO warehouse.orders_summary SELECT * FROM staging", "warehouse.orders_summary")
 
     load_orders_daily(extract_orders())
