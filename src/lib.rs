@@ -13,6 +13,7 @@ pub mod engine;
 pub mod identity;
 pub mod intake;
 pub mod mcp;
+pub mod planner;
 pub mod playbook;
 pub mod policy;
 pub mod registry;

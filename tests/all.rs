@@ -6,12 +6,14 @@
 
 mod support;
 
+mod agent;
 mod airflow;
 mod api;
 mod approvals;
 mod browser;
 mod durability;
 mod jwt;
+mod llm_script;
 mod mcp_domains;
 mod mcp_server;
 mod mtls;

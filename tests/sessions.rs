@@ -118,7 +118,7 @@ async fn untrusted_servers_are_not_retried_and_unreachable_ones_say_where() {
 async fn an_investigation_records_its_calls_findings_and_report() {
     use std::sync::Arc;
 
-    use inquest::agent::{FixedDiscovery, PlaybookInvestigator};
+    use inquest::agent::{AgentInvestigator, FixedDiscovery};
     use inquest::engine::{Investigator, WorkContext};
     use inquest::intake::{self, Source};
     use inquest::store::{IngestPolicy, IngestRequest, SqlStore, Store};
@@ -158,22 +158,39 @@ findings:
         )
         .unwrap(),
     ];
-    let investigator = PlaybookInvestigator {
+    let investigator = AgentInvestigator {
         playbooks,
         discovery: Arc::new(FixedDiscovery(vec![target("fake", &server.url, true)])),
         limits: limits(),
+        planner: None,
+        simulated_work: Duration::ZERO,
     };
     let store: Arc<dyn Store> = Arc::new(store);
     let outcome = investigator.investigate(&WorkContext { investigation, store }).await.unwrap();
     assert_eq!(outcome.summary, "the server echoed orders");
     let kinds: Vec<&str> = outcome.events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["playbook.chosen", "servers.discovered", "tool.called", "tool.called", "finding", "report"]);
-    assert_eq!(outcome.events[2].data["tool"], "fake__echo");
-    assert_eq!(outcome.events[2].data["args"], json!({"text": "orders"}));
-    assert_eq!(outcome.events[3].data["outcome"], "failed");
-    assert_eq!(outcome.events[4].data["evidence"]["step"], "say");
-    let report = &outcome.events[5].data;
+    assert_eq!(
+        kinds,
+        [
+            "context.recorded",
+            "servers.discovered",
+            "playbook.chosen",
+            "tool.called",
+            "tool.called",
+            "finding",
+            "report"
+        ]
+    );
+    assert_eq!(outcome.events[3].data["tool"], "fake__echo");
+    assert_eq!(outcome.events[3].data["call_id"], "c1");
+    assert_eq!(outcome.events[3].data["args"], json!({"text": "orders"}));
+    assert_eq!(outcome.events[4].data["outcome"], "failed");
+    assert_eq!(outcome.events[5].data["evidence"]["step"], "say");
+    assert_eq!(outcome.events[5].data["evidence"]["call_id"], "c1");
+    let report = &outcome.events[6].data;
     assert_eq!(report["mode"], "playbook");
     assert_eq!(report["root_cause"], "echoed");
     assert_eq!(report["manual_minutes"], 15);
+    assert_eq!(report["evidence"][0]["calls"], json!(["c1"]));
+    assert!(report["markdown"].as_str().unwrap().contains("[c1]"), "{report}");
 }

@@ -87,6 +87,9 @@ pub struct RegistryDiscovery {
     pub base: String,
     pub http: reqwest::Client,
     pub trusted_prefix: String,
+    /// URL prefixes replaced before use: where this process reaches a server by
+    /// another address than the one it registered (`inquest all`'s mesh listener).
+    pub rewrite: Vec<(String, String)>,
     cache: Mutex<HashMap<String, (Instant, Vec<Target>)>>,
 }
 
@@ -96,6 +99,7 @@ impl RegistryDiscovery {
             base: base.into(),
             http,
             trusted_prefix: trusted_prefix.into(),
+            rewrite: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -123,7 +127,12 @@ impl Discovery for RegistryDiscovery {
         if !status.is_success() {
             return Err(format!("the registry at {url} answered {status}: {body}"));
         }
-        let (found, skipped) = targets(&body, &self.http, &self.trusted_prefix)?;
+        let (mut found, skipped) = targets(&body, &self.http, &self.trusted_prefix)?;
+        for t in &mut found {
+            if let Some((from, to)) = self.rewrite.iter().find(|(from, _)| t.url.starts_with(from.as_str())) {
+                t.url = format!("{to}{}", &t.url[from.len()..]);
+            }
+        }
         for s in &skipped {
             tracing::info!(server = %s.name, why = %s.why, team, "permitted server not used");
         }

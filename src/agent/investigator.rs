@@ -1,24 +1,22 @@
-//! The playbook path of an investigation: the alert's playbook, run over sessions to
-//! the servers discovery permits, recorded as events (what was called, what came
-//! back, what was found) and summed up in a report.
+//! The investigator the runner calls: the alert's context, then discovery, sessions to
+//! the permitted servers, and the inquiry (playbook, then planner) over them.
 //!
 //! Discovery is a seam ([`Discovery`]): the registry's `/v0.1/x/servers/permitted`
 //! in production, a fixed list in tests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::info;
 
+use super::inquiry::{self, Setup};
 use super::sessions::{Limits, SessionManager, Target};
 use crate::engine::work::WorkOutcome;
-use crate::engine::{EventBody, Investigator, WorkContext, WorkError};
-use crate::playbook::{self, AlertContext, Playbook, PlaybookRun, StepOutcome};
-
-/// Results longer than this are cut in the event log (the full result stays with the
-/// server's audit record); the finding rules saw all of it.
-const RESULT_CHARS: usize = 4_000;
+use crate::engine::{EventBody, Investigator, PlaceholderInvestigator, WorkContext, WorkError};
+use crate::planner::{Planner, ToolInfo};
+use crate::playbook::{AlertContext, Playbook};
 
 /// Which MCP servers an investigation for `team` may use.
 #[async_trait]
@@ -36,33 +34,35 @@ impl Discovery for FixedDiscovery {
     }
 }
 
-pub struct PlaybookInvestigator {
+pub struct AgentInvestigator {
     pub playbooks: Vec<Playbook>,
     pub discovery: Arc<dyn Discovery>,
     pub limits: Limits,
+    pub planner: Option<Arc<Planner>>,
+    /// Extra time spent before the work (tests and demos of leases and shutdown).
+    pub simulated_work: Duration,
 }
 
 #[async_trait]
-impl Investigator for PlaybookInvestigator {
+impl Investigator for AgentInvestigator {
     async fn investigate(&self, ctx: &WorkContext) -> Result<WorkOutcome, WorkError> {
         let inv = &ctx.investigation;
+        // What the alerts say comes first, whatever follows.
+        let context = PlaceholderInvestigator { delay: self.simulated_work }.investigate(ctx).await?;
         let alerts = ctx.store.episode_alerts(&inv.episode_id, 1).await?;
         let alert = alerts
             .first()
             .map(|a| AlertContext { labels: a.labels.clone(), annotations: a.annotations.clone() })
             .unwrap_or_default();
-        let mut events = Vec::new();
-        let Some(chosen) = self.playbooks.iter().find(|p| p.matches(&alert.labels, &alert.annotations)) else {
-            events.push(EventBody::new("playbook.none", json!({"labels": alert.labels})));
+        let has_playbook = self.playbooks.iter().any(|p| p.matches(&alert.labels, &alert.annotations));
+        if !has_playbook && self.planner.is_none() {
             return Ok(WorkOutcome {
-                events,
-                summary: "no playbook matches this alert; nothing was investigated".into(),
+                events: context.events,
+                summary: "no playbook matches this alert and no LLM is configured; only the context was recorded"
+                    .into(),
             });
-        };
-        events.push(EventBody::new(
-            "playbook.chosen",
-            json!({"playbook": chosen.name, "description": chosen.description, "manual_minutes": chosen.manual_minutes}),
-        ));
+        }
+        let mut events = context.events;
         let targets = match self.discovery.servers(&inv.team).await {
             Ok(t) => t,
             Err(why) => {
@@ -72,80 +72,47 @@ impl Investigator for PlaybookInvestigator {
         };
         events.push(EventBody::new(
             "servers.discovered",
-            json!({"servers": targets.iter().map(|t| json!({"name": t.name, "url": t.url})).collect::<Vec<_>>()}),
+            json!({"servers": targets.iter().map(|t| json!({"name": t.name, "url": t.url, "trusted": t.trusted})).collect::<Vec<_>>()}),
         ));
         let sessions = SessionManager::new(targets, self.limits.clone());
-        let run = playbook::run(chosen, &alert, &sessions).await;
-        info!(investigation = %inv.id, playbook = %chosen.name, findings = run.findings.len(), "playbook ran");
-        let summary = summary(&run);
-        events.extend(run_events(chosen, &run));
-        events.push(EventBody::new("report", report(chosen, &run, &summary)));
-        Ok(WorkOutcome { events, summary })
-    }
-}
-
-fn summary(run: &PlaybookRun) -> String {
-    match run.findings.first() {
-        Some(f) => f.summary.clone(),
-        None => {
-            let done = run.steps.iter().filter(|(_, o)| matches!(o, StepOutcome::Done { .. })).count();
-            format!("no known cause found; {done} of {} steps answered", run.steps.len())
-        }
-    }
-}
-
-/// One event per step, then one per finding. Tool calls are named `server__tool`.
-fn run_events(p: &Playbook, run: &PlaybookRun) -> Vec<EventBody> {
-    let mut events = Vec::new();
-    for (id, outcome) in &run.steps {
-        let tool = p.steps.iter().find(|s| &s.id == id).map(|s| format!("{}__{}", s.server, s.tool));
-        let data = match outcome {
-            StepOutcome::Done { args, result } => {
-                json!({"step": id, "tool": tool, "args": args, "outcome": "ok", "result": clip(result)})
-            }
-            StepOutcome::Failed { args, error } => {
-                json!({"step": id, "tool": tool, "args": args, "outcome": "failed", "error": error})
-            }
-            StepOutcome::Skipped { why } => json!({"step": id, "tool": tool, "outcome": "skipped", "why": why}),
+        let tools = match &self.planner {
+            Some(_) => tool_infos(&sessions).await,
+            None => Vec::new(),
         };
-        events.push(EventBody::new("tool.called", data));
+        let setup = Setup {
+            alert: &alert,
+            team: &inv.team,
+            playbooks: &self.playbooks,
+            caller: &sessions,
+            tools: &tools,
+            planner: self.planner.as_deref(),
+            question: None,
+        };
+        let Some(outcome) = inquiry::investigate(setup).await else {
+            return Ok(WorkOutcome { events, summary: "nothing to investigate with".into() });
+        };
+        info!(investigation = %inv.id, calls = outcome.calls.len(), root_cause = ?outcome.report.root_cause, "investigated");
+        events.extend(outcome.events);
+        Ok(WorkOutcome { events, summary: outcome.report.summary })
     }
-    for f in &run.findings {
-        events.push(EventBody::new(
-            "finding",
-            json!({"rule": f.rule, "category": f.category, "summary": f.summary, "evidence": {"step": f.step, "quote": f.quote}}),
-        ));
-    }
-    events
 }
 
-fn report(p: &Playbook, run: &PlaybookRun, summary: &str) -> Value {
-    let remediations: Vec<Value> = p
-        .remediations
-        .iter()
-        .filter(|r| run.remediations.contains(&r.id))
-        .map(|r| json!({"id": r.id, "title": r.title, "description": r.description, "files": r.files.iter().map(|f| &f.path).collect::<Vec<_>>()}))
-        .collect();
-    json!({
-        "mode": "playbook",
-        "playbook": p.name,
-        "summary": summary,
-        "root_cause": run.findings.first().map(|f| &f.category),
-        "findings": run.findings.iter().map(|f| json!({"category": f.category, "summary": f.summary, "evidence": [f.step]})).collect::<Vec<_>>(),
-        "remediations": remediations,
-        "manual_minutes": p.manual_minutes,
-    })
-}
-
-/// The result as stored in the event log: whole, or its JSON text cut to a bound.
-fn clip(result: &Value) -> Value {
-    let text = result.to_string();
-    if text.len() <= RESULT_CHARS {
-        return result.clone();
-    }
-    let mut end = RESULT_CHARS;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    json!({"truncated": true, "chars": text.len(), "head": &text[..end]})
+/// The permitted tools as the planner sees them; annotations only from our servers.
+pub async fn tool_infos(sessions: &SessionManager) -> Vec<ToolInfo> {
+    sessions
+        .tools()
+        .await
+        .into_iter()
+        .map(|(name, tool)| {
+            let server = name.split_once("__").map_or("", |(s, _)| s);
+            let read_only = sessions.is_trusted(server)
+                && tool.annotations.as_ref().and_then(|a| a.read_only_hint).unwrap_or(false);
+            ToolInfo {
+                name,
+                description: tool.description.as_deref().unwrap_or_default().to_string(),
+                parameters: serde_json::Value::Object((*tool.input_schema).clone()),
+                read_only,
+            }
+        })
+        .collect()
 }

@@ -128,6 +128,11 @@ impl SessionManager {
         SessionManager { servers, limits, connects: AtomicU64::new(0) }
     }
 
+    /// Whether `server` is one of ours, whose annotations are believed.
+    pub fn is_trusted(&self, server: &str) -> bool {
+        self.servers.get(server).is_some_and(|s| s.target.trusted)
+    }
+
     /// How many sessions were opened so far (one per server unless one broke).
     pub fn connects(&self) -> u64 {
         self.connects.load(Ordering::Relaxed)

@@ -25,8 +25,28 @@ pub struct Served {
     pub agent_http: reqwest::Client,
 }
 
+/// The registry's word when a test says nothing: the agent may use every tool.
+pub fn allow_all() -> ServerPolicy {
+    ServerPolicy {
+        security_review: ReviewState::Approved,
+        production: ReviewState::Approved,
+        access: Access { allowed: vec![AGENT.to_string()], unlisted_tools: UnlistedTools::Allow, ..Default::default() },
+        ..Default::default()
+    }
+}
+
 /// Serves `domain` until `stop`, with identities and the audit log in `dir`.
 pub async fn serve(domain: Arc<dyn Domain>, dir: &Path, stop: &CancellationToken) -> Result<Served> {
+    serve_with(domain, dir, stop, allow_all()).await
+}
+
+/// As [`serve`], under `policy`.
+pub async fn serve_with(
+    domain: Arc<dyn Domain>,
+    dir: &Path,
+    stop: &CancellationToken,
+    policy: ServerPolicy,
+) -> Result<Served> {
     inquest::identity::install_crypto_provider();
     let id = domain.id();
     let server_id = format!("spiffe://{TD}/server/{id}");
@@ -37,12 +57,6 @@ pub async fn serve(domain: Arc<dyn Domain>, dir: &Path, stop: &CancellationToken
     let tcp = TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
     let url = format!("https://{addr}/mcp/{id}");
-    let policy = ServerPolicy {
-        security_review: ReviewState::Approved,
-        production: ReviewState::Approved,
-        access: Access { allowed: vec![AGENT.to_string()], unlisted_tools: UnlistedTools::Allow, ..Default::default() },
-        ..Default::default()
-    };
     let deps = Deps {
         policy: Some(Arc::new(FixedPolicy(policy))),
         audit_dir: Some(dir.to_path_buf()),
