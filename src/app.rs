@@ -15,14 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 
+use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
-use crate::engine::{PlaceholderInvestigator, Runner};
+use crate::engine::Runner;
 use crate::identity::mtls::{self, MtlsListener, MtlsPeer};
 use crate::identity::oidc::WebAuth;
 use crate::identity::{devca, svid};
 use crate::intake::writer::IntakeWriter;
 use crate::mcp;
+use crate::planner::{Budget, OpenAiModel, Planner, Prompts};
 use crate::registry::authz::PolicyCache;
 use crate::registry::catalog::{CatalogStore, ProbeRecorder};
 use crate::registry::{self, RegistryState, approvals, prober};
@@ -81,6 +83,10 @@ pub enum AppError {
     WebAuth(#[from] crate::identity::oidc::WebAuthError),
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("playbooks:\n{0}")]
+    Playbooks(String),
+    #[error("planner: {0}")]
+    Planner(String),
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -104,7 +110,7 @@ pub async fn run(
     // Agent: intake and investigations.
     let mut writer_parts = None;
     if role.runs_agent() {
-        let investigator = Arc::new(PlaceholderInvestigator { delay: config.engine.simulated_work });
+        let investigator = Arc::new(agent_investigator(&config, role).await?);
         let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
         let policy = IngestPolicy { cooldown: config.episodes.cooldown, on_resolved: config.episodes.on_resolved };
         let writer_stop = CancellationToken::new();
@@ -236,6 +242,66 @@ pub async fn run(
     sql.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The investigator: playbooks from `agent.playbooks`, the planner when `[llm]` is
+/// set, and discovery at the registry with the agent's own mesh identity.
+async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestigator, AppError> {
+    let playbooks = if config.agent.playbooks.is_dir() {
+        crate::playbook::load(std::slice::from_ref(&config.agent.playbooks)).map_err(|problems| {
+            AppError::Playbooks(problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))
+        })?
+    } else {
+        warn!(path = %config.agent.playbooks.display(), "no playbook folder here; investigations use the planner only, if one is configured");
+        Vec::new()
+    };
+    let planner = match &config.llm {
+        None => None,
+        Some(llm) => Some(Arc::new(Planner {
+            model: Arc::new(OpenAiModel::new(llm)),
+            prompts: Prompts::load(config.agent.prompts.as_deref()).map_err(|e| AppError::Planner(e.to_string()))?,
+            budget: Budget::from_config(llm),
+            prices: llm.prices.clone(),
+            redactor: Redactor::new(&config.agent.redact).map_err(|e| AppError::Planner(e.to_string()))?,
+            max_tools: llm.max_tools,
+        })),
+    };
+    info!(playbooks = playbooks.len(), planner = planner.is_some(), "investigator ready");
+
+    let td = &config.identity.trust_domain;
+    if matches!(config.identity.svid, SvidConfig::Dev) {
+        let (data_dir, td_owned) = (config.data_dir.clone(), td.clone());
+        tokio::task::spawn_blocking(move || devca::ensure_dev_identities(&data_dir, &td_owned))
+            .await
+            .map_err(|e| AppError::Identity(e.to_string()))?
+            .map_err(|e| AppError::Identity(e.to_string()))?;
+    }
+    let identity = svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, "agent"))
+        .await
+        .map_err(|e| AppError::Identity(e.to_string()))?;
+    let mut peers = vec![devca::role_id(td, "registry"), format!("spiffe://{td}/server/*")];
+    peers.extend(config.identity.extra_peers.iter().cloned());
+    let http = mtls::http_client(identity, peers).map_err(|e| AppError::Identity(e.to_string()))?;
+    let mut discovery = RegistryDiscovery::new(config.registry.url.clone(), http, "dev.inquest/");
+    if role == Role::All {
+        // The mounted servers register the public URL people use; the agent reaches
+        // the same servers on the mesh listener, where its certificate is seen.
+        discovery
+            .rewrite
+            .push((format!("{}/mcp/", config.registry.public_url), format!("https://{}/mcp/", config.mesh_listen)));
+    }
+    let limits = Limits {
+        call_timeout: config.agent.call_timeout,
+        max_call_timeout: config.agent.max_call_timeout,
+        ..Limits::default()
+    };
+    Ok(AgentInvestigator {
+        playbooks,
+        discovery: Arc::new(discovery),
+        limits,
+        planner,
+        simulated_work: config.engine.simulated_work,
+    })
 }
 
 /// Serves the public router, plain or TLS, until shutdown.

@@ -11,8 +11,9 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IdentityConfig, IntakeConfig, LogConfig, LogFormat,
-    OidcConfig, OnResolved, PagerDutyAuth, RegistryConfig, StoreConfig, SvidConfig, TlsConfig,
+    AgentConfig, BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IdentityConfig, IntakeConfig, LlmConfig,
+    LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price, RegistryConfig, StoreConfig, SvidConfig,
+    TlsConfig,
 };
 
 /// Values given as command-line flags; they win over file and environment.
@@ -57,6 +58,7 @@ const LIST_KEYS: &[&str] = &[
     "identity.oidc.algorithms",
     "identity.extra_peers",
     "registry.admins",
+    "agent.redact",
 ];
 
 /// Every key a config may hold; prefixes ending in `.` hold maps of user-chosen keys.
@@ -115,6 +117,21 @@ const KNOWN_KEYS: &[&str] = &[
     "registry.approval_ttl",
     "registry.probe_interval",
     "servers.",
+    "agent.playbooks",
+    "agent.prompts",
+    "agent.call_timeout",
+    "agent.max_call_timeout",
+    "agent.redact",
+    "llm.base_url",
+    "llm.model",
+    "llm.api_key",
+    "llm.timeout",
+    "llm.max_steps",
+    "llm.max_tokens",
+    "llm.max_cost_usd",
+    "llm.max_time",
+    "llm.max_tools",
+    "llm.prices.",
 ];
 
 /// Loads file, environment and flags. `env` replaces the process environment (tests
@@ -249,7 +266,8 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     let default_url = format!("{}://{listen}", if tls.is_some() { "https" } else { "http" });
     let registry = RegistryConfig {
         public_url: r.or("registry.public_url", default_url.clone()).trim_end_matches('/').to_string(),
-        url: r.or("registry.url", default_url).trim_end_matches('/').to_string(),
+        // Role-to-role calls go over the mesh listener, where certificates are seen.
+        url: r.or("registry.url", format!("https://{mesh_listen}")).trim_end_matches('/').to_string(),
         admins: r.opt("registry.admins").unwrap_or_else(|| vec!["group:inquest-admins".to_string()]),
         approval_ttl: r.duration("registry.approval_ttl", "1h"),
         probe_interval: r.duration("registry.probe_interval", "30s"),
@@ -261,7 +279,10 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
         r.error(&key, message);
     }
 
+    let (agent, llm) = agent(&mut r);
     let cfg = Config {
+        agent,
+        llm,
         listen,
         mesh_listen,
         data_dir,
@@ -277,6 +298,47 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
+}
+
+fn agent(r: &mut Reader<'_>) -> (AgentConfig, Option<LlmConfig>) {
+    let agent = AgentConfig {
+        playbooks: PathBuf::from(r.or("agent.playbooks", "playbooks".to_string())),
+        prompts: r.opt::<String>("agent.prompts").map(PathBuf::from),
+        call_timeout: r.duration("agent.call_timeout", "30s"),
+        max_call_timeout: r.duration("agent.max_call_timeout", "2m"),
+        redact: r.opt("agent.redact").unwrap_or_default(),
+    };
+    for (i, pattern) in agent.redact.iter().enumerate() {
+        if let Err(e) = regex::Regex::new(pattern) {
+            r.error(&format!("agent.redact[{i}]"), format!("`{pattern}` is not a regex: {e}"));
+        }
+    }
+    if agent.call_timeout > agent.max_call_timeout {
+        r.error("agent.call_timeout", "is longer than agent.max_call_timeout, which caps every call");
+    }
+    let llm = r.opt::<String>("llm.base_url").map(|base_url| {
+        let model = r.opt::<String>("llm.model").unwrap_or_else(|| {
+            r.error("llm.model", "required when llm.base_url is set");
+            String::new()
+        });
+        let prices: BTreeMap<String, Price> = r.opt("llm.prices").unwrap_or_default();
+        LlmConfig {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            model,
+            api_key: r.opt::<String>("llm.api_key").map(SecretString::from),
+            timeout: r.duration("llm.timeout", "60s"),
+            max_steps: r.positive("llm.max_steps", 12),
+            max_tokens: r.positive("llm.max_tokens", 200_000),
+            max_cost_usd: r.positive("llm.max_cost_usd", 2.0),
+            max_time: r.duration("llm.max_time", "5m"),
+            max_tools: r.positive("llm.max_tools", 24),
+            prices,
+        }
+    });
+    if llm.is_none() && r.opt::<String>("llm.model").is_some() {
+        r.error("llm.base_url", "llm.model is set but not the endpoint; set llm.base_url too");
+    }
+    (agent, llm)
 }
 
 fn identity(r: &mut Reader<'_>) -> IdentityConfig {

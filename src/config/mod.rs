@@ -39,6 +39,60 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// `[servers.<id>]`: the domain MCP servers.
     pub servers: BTreeMap<String, ServerConfig>,
+    /// `[agent]`: how investigations are carried out.
+    pub agent: AgentConfig,
+    /// `[llm]`: the planner's model; absent, investigations run on playbooks alone.
+    pub llm: Option<LlmConfig>,
+}
+
+/// How the agent investigates.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfig {
+    /// Folder of playbook files (`*.yaml`).
+    pub playbooks: PathBuf,
+    /// Folder of prompt templates overriding the built-in ones, file by file.
+    pub prompts: Option<PathBuf>,
+    /// A tool call's timeout, and the most any call may be given.
+    #[serde(with = "humantime_serde_compat")]
+    pub call_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_call_timeout: Duration,
+    /// Regexes for text to redact before anything reaches the model, besides the
+    /// built-in ones (tokens, keys, emails).
+    pub redact: Vec<String>,
+}
+
+/// An OpenAI-compatible chat-completions endpoint (OpenAI, Azure OpenAI's v1 API,
+/// vLLM, Ollama, LiteLLM) and the budgets one investigation may spend there.
+#[derive(Debug, Clone, Serialize)]
+pub struct LlmConfig {
+    /// Up to and including `/v1`, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub model: String,
+    #[serde(skip)]
+    pub api_key: Option<SecretString>,
+    /// One model call's timeout.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Model turns per investigation.
+    pub max_steps: u32,
+    /// Prompt plus completion tokens per investigation.
+    pub max_tokens: u64,
+    /// Dollars per investigation, priced by `prices`.
+    pub max_cost_usd: f64,
+    /// Wall time of the planner per investigation.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_time: Duration,
+    /// Most tools offered to the model at once.
+    pub max_tools: usize,
+    /// Dollars per million tokens by model; models not listed cost nothing.
+    pub prices: BTreeMap<String, Price>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct Price {
+    pub prompt_per_mtok: f64,
+    pub completion_per_mtok: f64,
 }
 
 /// Mesh identity (SPIFFE SVIDs) and user identity (OIDC).
@@ -241,6 +295,12 @@ impl Config {
             "identity": self.identity,
             "registry": self.registry,
             "servers": self.servers,
+            "agent": self.agent,
+            "llm": self.llm.as_ref().map(|l| {
+                let mut v = serde_json::to_value(l).unwrap_or_default();
+                v["api_key"] = serde_json::json!(l.api_key.as_ref().map(|_| "***"));
+                v
+            }),
         })
     }
 }
