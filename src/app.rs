@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 
+use crate::agent::approval::RegistryApprovals;
 use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
@@ -98,6 +99,16 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    let mut config = config;
+    if role == Role::All
+        && let Some(mesh) = &listeners.mesh
+    {
+        // In `all` the registry is this process: its own mesh listener, wherever that
+        // was bound (tests bind port 0).
+        let addr = mesh.local_addr()?;
+        config.mesh_listen = addr;
+        config.registry.url = format!("https://{addr}");
+    }
     let config = Arc::new(config);
     let sql = Arc::new(SqlStore::open(&config.store.url, config.store.max_connections).await?);
     let store: Arc<dyn Store> = sql.clone();
@@ -282,6 +293,12 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
     let mut peers = vec![devca::role_id(td, "registry"), format!("spiffe://{td}/server/*")];
     peers.extend(config.identity.extra_peers.iter().cloned());
     let http = mtls::http_client(identity, peers).map_err(|e| AppError::Identity(e.to_string()))?;
+    let approvals = RegistryApprovals {
+        base: config.registry.url.clone(),
+        http: http.clone(),
+        poll: Duration::from_secs(2),
+        max_wait: config.registry.approval_ttl + Duration::from_secs(60),
+    };
     let mut discovery = RegistryDiscovery::new(config.registry.url.clone(), http, "dev.inquest/");
     if role == Role::All {
         // The mounted servers register the public URL people use; the agent reaches
@@ -300,6 +317,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
         discovery: Arc::new(discovery),
         limits,
         planner,
+        approvals: Some(Arc::new(approvals)),
         simulated_work: config.engine.simulated_work,
     })
 }

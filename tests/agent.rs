@@ -89,7 +89,17 @@ async fn inquire(
     planner: Option<&Planner>,
 ) -> Outcome {
     let tools = tool_infos(sessions).await;
-    let setup = Setup { alert, team: "data", playbooks, caller: sessions, tools: &tools, planner, question: None };
+    let setup = Setup {
+        alert,
+        team: "data",
+        playbooks,
+        caller: sessions,
+        tools: &tools,
+        planner,
+        question: None,
+        waits: None,
+        first_call: 1,
+    };
     inquiry::investigate(setup).await.expect("a playbook or a planner")
 }
 
@@ -467,4 +477,165 @@ async fn a_prompt_injection_in_a_task_log_runs_nothing_and_is_flagged() {
     // Whatever the model wrote, the prompt told it the log was data.
     let first = llm.requests()[0].to_string();
     assert!(first.contains("untrusted data"), "{first}");
+}
+
+// ---------------------------------------------------------------------------------
+// `inquest all`: the registry decides what the agent reaches; questions come back.
+
+/// The embedded default end to end: an admin registers an MCP server (not one of
+/// ours) and lets the agent use it for team `data`; an alert for that team is
+/// investigated through the registry's answer, by playbook then the planner; a
+/// follow-up question takes the investigation up again and is answered in its log.
+#[tokio::test]
+async fn inquest_all_investigates_through_the_registry_and_answers_a_follow_up() {
+    use crate::support::oidc::{CLIENT_ID, CLIENT_SECRET, OidcProvider, RESOURCE};
+    use crate::support::server::config_with;
+    use inquest::app::{Listeners, Role, run};
+
+    let server = FakeMcp::start(&["echo"]).await;
+    let llm = ScriptedLlm::start(Script::new(vec![]).forbid(SECRET).responder(|request, turn| {
+        let follow_up = request.to_string().contains("A person following this investigation asks");
+        Some(match (follow_up, turn) {
+            (false, 0) => Turn::ToolCalls(vec![("fake__echo".into(), json!({"text": "again"}))]),
+            (false, _) => {
+                submit("The server echoed orders.", "echoed", json!([{"claim": "echoed", "calls": ["c1", "c2"]}]))
+            }
+            (true, _) => submit(
+                "It echoed the word `orders`, taken from the alert's label.",
+                "echoed",
+                json!([{"claim": "the first call echoed orders", "calls": ["c1"]}]),
+            ),
+        })
+    }))
+    .await;
+    let playbooks = tempfile::tempdir().unwrap();
+    std::fs::write(playbooks.path().join("echo.yaml"), ECHO_PLAYBOOK).unwrap();
+
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let provider = OidcProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let playbook_dir = playbooks.path().display().to_string();
+    let llm_url = llm.base_url();
+    let config = config_with(
+        dir.path(),
+        &[
+            ("INQUEST_REGISTRY__PUBLIC_URL", &base),
+            ("INQUEST_IDENTITY__OIDC__ISSUER", &provider.issuer),
+            ("INQUEST_IDENTITY__OIDC__CLIENT_ID", CLIENT_ID),
+            ("INQUEST_IDENTITY__OIDC__CLIENT_SECRET", CLIENT_SECRET),
+            ("INQUEST_IDENTITY__OIDC__AUDIENCE", RESOURCE),
+            ("INQUEST_IDENTITY__DEV_LOGIN", "false"),
+            ("INQUEST_REGISTRY__ADMINS", "group:inquest-admins"),
+            ("INQUEST_AGENT__PLAYBOOKS", &playbook_dir),
+            ("INQUEST_LLM__BASE_URL", &llm_url),
+            ("INQUEST_LLM__MODEL", "scripted-1"),
+            ("INQUEST_ENGINE__POLL_INTERVAL", "100ms"),
+        ],
+    );
+    let mesh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    tokio::spawn(run(config, Role::All, Listeners { public, mesh: Some(mesh) }, stop.clone()));
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An administrator registers the server and lets the agent (and team data) use it.
+    let token = provider.tokens_for("alice", RESOURCE).await["access_token"].as_str().unwrap().to_string();
+    let admin = |method: reqwest::Method, path: String, body: Value| {
+        http.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body).send()
+    };
+    let doc = json!({"name": "dev.example/fake", "description": "echoes", "version": "1.0.0",
+                     "remotes": [{"type": "streamable-http", "url": server.url}]});
+    let r = admin(reqwest::Method::POST, "/v0.1/publish".into(), doc).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let path = "/v0.1/x/servers/dev.example%2Ffake";
+    let policy = json!({"owner": {"team": "data"}, "access": {
+        "allowed": ["spiffe://inquest.local/agent", "group:data"], "unlisted_tools": "allow"}});
+    let r = admin(reqwest::Method::PUT, format!("{path}/policy"), policy).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for review in ["security-review", "production-approval"] {
+        let r = admin(reqwest::Method::PUT, format!("{path}/{review}"), json!({"state": "approved"})).await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    let body = json!({
+        "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "EchoFailed", "word": "orders", "team": "data"},
+                    "annotations": {"runbook": format!("token={SECRET}")}, "startsAt": "2026-11-26T00:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "f1"}],
+    });
+    let r = http.post(format!("{base}/v1/alerts/alertmanager")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    let episode = accepted["episode_ids"][0].as_str().unwrap().to_string();
+    let id = wait_for(&http, &base, |list| {
+        list["investigations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["episode_id"] == episode.as_str() && i["state"] == "completed")
+            .map(|i| i["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    let detail: Value = http.get(format!("{base}/v1/investigations/{id}")).send().await.unwrap().json().await.unwrap();
+    let events = detail["events"].as_array().unwrap();
+    let of = |kind: &str| events.iter().filter(|e| e["kind"] == kind).collect::<Vec<_>>();
+    assert_eq!(of("servers.discovered")[0]["data"]["servers"][0]["name"], "fake", "{detail}");
+    assert_eq!(of("tool.called").len(), 2, "{detail}");
+    let report = &of("report")[0]["data"];
+    assert_eq!(report["mode"], "planner", "{report}");
+    assert_eq!(report["evidence"][0]["calls"], json!(["c1", "c2"]));
+    assert_eq!(detail["summary"], "The server echoed orders.");
+
+    // Questions: bad ones are refused; a good one is answered in the log.
+    let ask = |target: String, body: Value| {
+        http.post(format!("{base}/v1/investigations/{target}/questions")).json(&body).send()
+    };
+    assert_eq!(ask("nope".into(), json!({"question": "why?"})).await.unwrap().status(), 404);
+    assert_eq!(ask(id.clone(), json!({"question": "  "})).await.unwrap().status(), 400);
+    let r = ask(id.clone(), json!({"question": "Which word did it echo?", "asked_by": "bob"})).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let seq = r.json::<Value>().await.unwrap()["question_seq"].as_i64().unwrap();
+    let answered = wait_answer(&http, &base, &id, seq).await;
+    assert_eq!(answered["data"]["answer"], "It echoed the word `orders`, taken from the alert's label.");
+    assert_eq!(answered["data"]["evidence"][0]["calls"], json!(["c1"]), "an earlier call may be cited");
+    assert_eq!(llm.violations(), Vec::<String>::new());
+}
+
+/// Polls the investigation list until `found` picks something (30 s at most).
+async fn wait_for<T>(http: &reqwest::Client, base: &str, found: impl Fn(&Value) -> Option<T>) -> T {
+    for _ in 0..300 {
+        let list: Value = http.get(format!("{base}/v1/investigations")).send().await.unwrap().json().await.unwrap();
+        if let Some(t) = found(&list) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened");
+}
+
+/// Polls an investigation until the answer to question `seq` is in its log.
+async fn wait_answer(http: &reqwest::Client, base: &str, id: &str, seq: i64) -> Value {
+    for _ in 0..300 {
+        let detail: Value =
+            http.get(format!("{base}/v1/investigations/{id}")).send().await.unwrap().json().await.unwrap();
+        if let Some(e) = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "question.answered" && e["data"]["question_seq"] == seq)
+        {
+            assert_eq!(detail["state"], "completed", "{detail}");
+            return e.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("question {seq} of {id} was never answered");
 }

@@ -138,6 +138,9 @@ struct World {
     /// The same endpoint over mTLS (services).
     mtls_url: String,
     agent_http: reqwest::Client,
+    /// The registry's mesh listener, and the agent's client for it.
+    mesh_url: String,
+    agent_registry_http: reqwest::Client,
     issuer: DevIssuer,
     side_door: Router,
     stop: CancellationToken,
@@ -219,7 +222,7 @@ impl World {
         settings.call_timeout = Duration::from_secs(20);
         let deps = Deps {
             jwt: Some(issuer.validator("unused").unwrap()),
-            registry: Some(RegistryLink { url: mesh_url, http: registry_http }),
+            registry: Some(RegistryLink { url: mesh_url.clone(), http: registry_http }),
             audit_dir: Some(dir.path().to_path_buf()),
             binds: vec![plain_listener.local_addr().unwrap(), mtls_listener.local_addr().unwrap()],
             ..Default::default()
@@ -238,9 +241,21 @@ impl World {
             let app = router.into_make_service_with_connect_info::<MtlsPeer>();
             let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
         });
-        let agent_http = mtls::http_client(agent_svid, vec![SERVER_ID.to_string()]).unwrap();
+        let agent_http = mtls::http_client(agent_svid.clone(), vec![SERVER_ID.to_string()]).unwrap();
+        let agent_registry_http = mtls::http_client(agent_svid, vec![format!("spiffe://{TD}/registry")]).unwrap();
 
-        let world = World { _dir: dir, fake, url, mtls_url, agent_http, issuer, side_door, stop };
+        let world = World {
+            _dir: dir,
+            fake,
+            url,
+            mtls_url,
+            agent_http,
+            mesh_url,
+            agent_registry_http,
+            issuer,
+            side_door,
+            stop,
+        };
         world.register().await;
         // The server publishes itself once the registry's policy cache knows the policy
         // just written (it names the server's SPIFFE ID); from then on that cache is current.
@@ -309,10 +324,15 @@ impl World {
 
     /// A person approves the request behind an approval URL.
     async fn approve(&self, url: &str) {
+        self.decide(url, "approve").await;
+    }
+
+    /// A person approves or declines the request behind an approval URL.
+    async fn decide(&self, url: &str, decision: &str) {
         let id = url.rsplit('/').next().unwrap();
         let (s, view) = self.registry(&admin(), "GET", &format!("/v0.1/x/approvals/{id}"), None).await;
         assert_eq!(s, 200, "{view}");
-        let body = json!({"decision": "approve", "digest": view["digest"]});
+        let body = json!({"decision": decision, "digest": view["digest"]});
         let (s, b) = self.registry(&approver(), "POST", &format!("/v0.1/x/approvals/{id}/decision"), Some(body)).await;
         assert_eq!(s, 200, "{b}");
     }
@@ -680,4 +700,94 @@ async fn progress_is_reported_and_cancellation_reaches_the_domain() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(w.fake.cancelled.load(Ordering::SeqCst), "the domain never saw the cancellation");
+}
+
+/// Records what the agent's work records while it runs.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<inquest::engine::Input>>);
+
+#[async_trait]
+impl inquest::engine::Progress for Recorded {
+    async fn record(&self, input: inquest::engine::Input) -> Result<(), inquest::engine::WorkError> {
+        self.0.lock().unwrap().push(input);
+        Ok(())
+    }
+}
+
+impl Recorded {
+    /// The approval link once the agent has recorded it.
+    async fn requested(&self, nth: usize) -> String {
+        for _ in 0..200 {
+            let urls: Vec<String> = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|i| match i {
+                    inquest::engine::Input::ApprovalRequested { url, .. } => Some(url.clone()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(url) = urls.get(nth) {
+                return url.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the agent never recorded approval request {nth}");
+    }
+}
+
+/// The agent's side of a sensitive call: the server's URL elicitation becomes an
+/// approval entry with the link; the agent waits (polling the registry with its own
+/// identity) until a person decides; approved, it calls again and the tool runs once;
+/// declined, the refusal is recorded and nothing runs. Form elicitations are declined.
+#[tokio::test]
+async fn the_agent_waits_for_a_persons_decision_then_calls_again_or_records_the_refusal() {
+    use inquest::agent::approval::RegistryApprovals;
+    use inquest::agent::inquiry::{Recorder, Waits};
+    use inquest::agent::{Limits, SessionManager, Target};
+    use inquest::engine::Input;
+
+    let w = World::start().await;
+    let target = Target { name: "fake".into(), url: w.mtls_url.clone(), http: w.agent_http.clone(), trusted: true };
+    let sessions = SessionManager::new(vec![target], Limits::default());
+    let approvals = RegistryApprovals {
+        base: w.mesh_url.clone(),
+        http: w.agent_registry_http.clone(),
+        poll: Duration::from_millis(100),
+        max_wait: Duration::from_secs(60),
+    };
+    let progress = Recorded::default();
+    let recorder = Recorder::new(&sessions).with_waits(Some(Waits { approvals: &approvals, progress: &progress }));
+
+    let args = |job: &str| json!({"job": job}).as_object().cloned().unwrap();
+    let (answer, ()) = tokio::join!(recorder.call_as("planner", "fake", "restart", args("etl")), async {
+        let url = progress.requested(0).await;
+        assert_eq!(w.restarts(), 0, "nothing runs before a person decides");
+        w.approve(&url).await;
+    });
+    let (id, result) = answer;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(w.restarts(), 1);
+
+    let (answer, ()) = tokio::join!(recorder.call_as("planner", "fake", "restart", args("billing")), async {
+        let url = progress.requested(1).await;
+        w.decide(&url, "decline").await;
+    });
+    let refusal = answer.1.expect_err("declined");
+    assert!(refusal.contains("declined"), "{refusal}");
+    assert_eq!(w.restarts(), 1, "a declined call never runs");
+
+    let inputs = progress.0.lock().unwrap().clone();
+    let outcomes: Vec<(&str, &str)> = inputs
+        .iter()
+        .map(|i| match i {
+            Input::ApprovalRequested { call_id, .. } => ("requested", call_id.as_str()),
+            Input::ApprovalSettled { outcome, .. } => (outcome.as_str(), ""),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(outcomes, [("requested", id.as_str()), ("approved", ""), ("requested", "c2"), ("refused", "")]);
+    let calls = recorder.calls();
+    assert!(calls[1].result.as_ref().is_err_and(|e| e.starts_with("not run:")), "{:?}", calls[1]);
 }

@@ -163,10 +163,11 @@ findings:
         discovery: Arc::new(FixedDiscovery(vec![target("fake", &server.url, true)])),
         limits: limits(),
         planner: None,
+        approvals: None,
         simulated_work: Duration::ZERO,
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let outcome = investigator.investigate(&WorkContext { investigation, store }).await.unwrap();
+    let outcome = investigator.investigate(&WorkContext::detached(investigation, store)).await.unwrap();
     assert_eq!(outcome.summary, "the server echoed orders");
     let kinds: Vec<&str> = outcome.events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(

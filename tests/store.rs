@@ -67,6 +67,7 @@ both_backends!(
     resolution_cancels_or_is_recorded,
     claims_respect_caps_and_quotas,
     leases_fence_writes_and_expire,
+    a_wait_on_a_person_keeps_the_lease_and_is_taken_over,
     events_are_ordered_and_resumable,
     listing_filters,
     one_batch_mixes_everything,
@@ -242,6 +243,29 @@ async fn leases_fence_writes_and_expire(s: &dyn Store) {
     assert_eq!((inv.state, inv.worker, inv.summary.as_deref(), inv.attempts), (State::Completed, None, Some("ok"), 2));
     let kinds: Vec<String> = s.events(&inv.id, 0, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["alert.received", "investigation.started", "investigation.resumed", "investigation.completed"]);
+}
+
+/// An investigation waiting on a person stays leased (renewable) and, when its worker
+/// dies, is taken over like a running one.
+async fn a_wait_on_a_person_keeps_the_lease_and_is_taken_over(s: &dyn Store) {
+    let p = policy(OnResolved::Continue);
+    s.ingest(vec![request(&alertmanager("g", "firing", "a", &["f"]))], &p, at(0)).await.unwrap();
+    let ttl = Duration::from_secs(10);
+    let lim = limits(10, 10);
+    let c1 = s.claim("w1", 1, &lim, ttl, at(0)).await.unwrap().remove(0);
+    let asked = [EventBody::new("approval.requested", serde_json::json!({"url": "https://r/approvals/a1"}))];
+    assert!(s.transition(&c1.lease, &Transition::to(State::AwaitingApproval, &asked), at(1)).await.unwrap());
+    let inv = s.investigation(&c1.lease.investigation_id).await.unwrap().unwrap();
+    assert_eq!(inv.state, State::AwaitingApproval);
+    let waiting = InvestigationFilter { state: Some(State::AwaitingApproval), limit: 10, ..Default::default() };
+    assert_eq!(s.list_investigations(&waiting).await.unwrap().len(), 1);
+    assert!(s.renew(&c1.lease, ttl, at(5)).await.unwrap(), "a wait keeps its lease");
+    assert!(s.claim("w2", 1, &lim, ttl, at(14)).await.unwrap().is_empty());
+    let c2 = s.claim("w2", 1, &lim, ttl, at(16)).await.unwrap().remove(0);
+    assert_eq!((c2.prior_state, c2.previous_owner.as_deref()), (State::AwaitingApproval, Some("w1")));
+    assert!(c2.start, "the new worker starts the work again");
+    let inv = s.investigation(&c2.lease.investigation_id).await.unwrap().unwrap();
+    assert_eq!(inv.state, State::Running);
 }
 
 async fn events_are_ordered_and_resumable(s: &dyn Store) {

@@ -14,9 +14,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use super::approval::{Approvals, Decision};
 use super::report::{Confidence, Evidence, Mode, Remedy, Report, Suspicious, Usage};
 use super::untrusted;
-use crate::engine::EventBody;
+use crate::engine::{EventBody, Input, Progress};
 use crate::planner::{Brief, Plan, Planner, ToolInfo};
 use crate::playbook::{self, AlertContext, Playbook, PlaybookRun, StepOutcome, ToolCaller};
 
@@ -62,9 +63,18 @@ impl CallRecord {
     }
 }
 
+/// Where a call that needs a person's approval waits, and where the wait is recorded.
+#[derive(Clone, Copy)]
+pub struct Waits<'a> {
+    pub approvals: &'a dyn Approvals,
+    pub progress: &'a dyn Progress,
+}
+
 /// Wraps a [`ToolCaller`], numbering and keeping every call.
 pub struct Recorder<'a> {
     inner: &'a dyn ToolCaller,
+    /// Where calls that need a person wait; none: such a call fails with the link.
+    waits: Option<Waits<'a>>,
     /// Ids are given when a call starts, so they follow the order calls were asked for.
     next: AtomicUsize,
     calls: Mutex<Vec<(usize, CallRecord)>>,
@@ -73,7 +83,25 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     pub fn new(inner: &'a dyn ToolCaller) -> Recorder<'a> {
-        Recorder { inner, next: AtomicUsize::new(1), calls: Mutex::new(Vec::new()), by: Mutex::new(String::new()) }
+        Recorder {
+            inner,
+            waits: None,
+            next: AtomicUsize::new(1),
+            calls: Mutex::new(Vec::new()),
+            by: Mutex::new(String::new()),
+        }
+    }
+
+    /// Numbers calls from `c<first>`.
+    pub fn numbered_from(self, first: usize) -> Recorder<'a> {
+        self.next.store(first.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// Calls that need a person's approval wait for it through `waits`.
+    pub fn with_waits(mut self, waits: Option<Waits<'a>>) -> Recorder<'a> {
+        self.waits = waits;
+        self
     }
 
     /// Names who makes the calls from now on (`planner`, or a step id when set by `call_as`).
@@ -94,7 +122,7 @@ impl<'a> Recorder<'a> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("c{n}");
         let started = Instant::now();
-        let result = self.inner.call(server, tool, args.clone()).await;
+        let result = self.call_waiting(&id, server, tool, &args).await;
         let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         calls.push((
@@ -110,6 +138,42 @@ impl<'a> Recorder<'a> {
             },
         ));
         (id, result)
+    }
+
+    /// One call; when it needs a person's approval, the approval is recorded, waited
+    /// for, and the call made again once it is given.
+    async fn call_waiting(
+        &self,
+        id: &str,
+        server: &str,
+        tool: &str,
+        args: &Map<String, Value>,
+    ) -> Result<Value, String> {
+        let failure = match self.inner.call_detailed(server, tool, args.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(f) => f,
+        };
+        let (Some(needed), Some(waits)) = (failure.approval.clone(), &self.waits) else {
+            return Err(failure.message);
+        };
+        let requested = Input::ApprovalRequested {
+            approval_id: needed.approval_id.clone(),
+            url: needed.url.clone(),
+            tool: format!("{server}__{tool}"),
+            call_id: id.to_string(),
+        };
+        waits.progress.record(requested).await.map_err(|e| e.to_string())?;
+        let decision = waits.approvals.decided(&needed).await;
+        let settled = Input::ApprovalSettled {
+            approval_id: needed.approval_id.clone(),
+            outcome: decision.outcome().to_string(),
+            call_id: id.to_string(),
+        };
+        waits.progress.record(settled).await.map_err(|e| e.to_string())?;
+        match decision {
+            Decision::Approved => self.inner.call_detailed(server, tool, args.clone()).await.map_err(|f| f.message),
+            Decision::Refused(why) => Err(format!("not run: {why}")),
+        }
     }
 
     /// The finished calls, in the order they were asked for.
@@ -286,6 +350,11 @@ pub struct Setup<'a> {
     pub planner: Option<&'a Planner>,
     /// A follow-up question and the report it follows (Markdown).
     pub question: Option<(&'a str, &'a str)>,
+    /// Where calls that need a person's approval wait.
+    pub waits: Option<Waits<'a>>,
+    /// The id number of the first call (`c<n>`): after an earlier run's calls, so
+    /// citations stay unique in the investigation's log.
+    pub first_call: usize,
 }
 
 /// What an inquiry found, and the events that tell it.
@@ -314,7 +383,7 @@ pub async fn investigate(setup: Setup<'_>) -> Option<Outcome> {
     if chosen.is_none() && setup.planner.is_none() {
         return None;
     }
-    let recorder = Recorder::new(setup.caller);
+    let recorder = Recorder::new(setup.caller).with_waits(setup.waits).numbered_from(setup.first_call);
     let mut head = Vec::new();
     if let Some(p) = chosen {
         head.push(EventBody::new(
@@ -336,6 +405,7 @@ pub async fn investigate(setup: Setup<'_>) -> Option<Outcome> {
                 playbook: part.as_ref(),
                 categories: categories(setup.playbooks),
                 question: setup.question,
+                earlier_calls: setup.first_call.saturating_sub(1),
             };
             let plan = planner.run(brief, &recorder).await;
             head.push(EventBody::new(

@@ -11,12 +11,14 @@ use async_trait::async_trait;
 use serde_json::json;
 use tracing::info;
 
-use super::inquiry::{self, Setup};
+use super::approval::Approvals;
+use super::inquiry::{self, Setup, Waits};
 use super::sessions::{Limits, SessionManager, Target};
 use crate::engine::work::WorkOutcome;
 use crate::engine::{EventBody, Investigator, PlaceholderInvestigator, WorkContext, WorkError};
 use crate::planner::{Planner, ToolInfo};
 use crate::playbook::{AlertContext, Playbook};
+use crate::store::StoredEvent;
 
 /// Which MCP servers an investigation for `team` may use.
 #[async_trait]
@@ -39,6 +41,8 @@ pub struct AgentInvestigator {
     pub discovery: Arc<dyn Discovery>,
     pub limits: Limits,
     pub planner: Option<Arc<Planner>>,
+    /// Where calls that need a person's approval wait; none: they fail with the link.
+    pub approvals: Option<Arc<dyn Approvals>>,
     /// Extra time spent before the work (tests and demos of leases and shutdown).
     pub simulated_work: Duration,
 }
@@ -47,34 +51,51 @@ pub struct AgentInvestigator {
 impl Investigator for AgentInvestigator {
     async fn investigate(&self, ctx: &WorkContext) -> Result<WorkOutcome, WorkError> {
         let inv = &ctx.investigation;
-        // What the alerts say comes first, whatever follows.
-        let context = PlaceholderInvestigator { delay: self.simulated_work }.investigate(ctx).await?;
+        let log = ctx.store.events(&inv.id, 0, 100_000).await?;
+        let prior = Prior::read(&log);
         let alerts = ctx.store.episode_alerts(&inv.episode_id, 1).await?;
         let alert = alerts
             .first()
             .map(|a| AlertContext { labels: a.labels.clone(), annotations: a.annotations.clone() })
             .unwrap_or_default();
+
+        // Taken up again for questions: answer them from what is known, nothing else.
+        if let Some(report) = &prior.report {
+            let mut sessions = None;
+            let events = self.answer(ctx, &alert, &mut sessions, report, prior.calls, &prior.questions).await;
+            let summary = inv.summary.clone().unwrap_or_default();
+            return Ok(WorkOutcome { events, summary });
+        }
+
+        // What the alerts say comes first, whatever follows.
+        let context = PlaceholderInvestigator { delay: self.simulated_work }.investigate(ctx).await?;
         let has_playbook = self.playbooks.iter().any(|p| p.matches(&alert.labels, &alert.annotations));
         if !has_playbook && self.planner.is_none() {
+            let mut events = context.events;
+            for (seq, question) in &prior.questions {
+                events.push(EventBody::new(
+                    "question.answered",
+                    json!({"question_seq": seq, "question": question, "mode": "none",
+                           "answer": "Nothing was investigated (no playbook matches this alert and no LLM is configured), so there is nothing to answer from."}),
+                ));
+            }
+            // The context's own line (how many alerts, for whom), and why nothing more.
+            let context_line = context.summary.split(';').next().unwrap_or_default();
             return Ok(WorkOutcome {
-                events: context.events,
-                summary: "no playbook matches this alert and no LLM is configured; only the context was recorded"
-                    .into(),
+                events,
+                summary: format!(
+                    "{context_line}; no playbook matches this alert and no LLM is configured, so only the context was recorded"
+                ),
             });
         }
         let mut events = context.events;
-        let targets = match self.discovery.servers(&inv.team).await {
-            Ok(t) => t,
-            Err(why) => {
-                events.push(EventBody::new("servers.unavailable", json!({"why": why})));
+        let sessions = match self.sessions(&inv.team, &mut events).await {
+            Some(s) => s,
+            None => {
+                let why = events.last().and_then(|e| e.data["why"].as_str()).unwrap_or_default().to_string();
                 return Ok(WorkOutcome { events, summary: format!("could not find the servers to ask: {why}") });
             }
         };
-        events.push(EventBody::new(
-            "servers.discovered",
-            json!({"servers": targets.iter().map(|t| json!({"name": t.name, "url": t.url, "trusted": t.trusted})).collect::<Vec<_>>()}),
-        ));
-        let sessions = SessionManager::new(targets, self.limits.clone());
         let tools = match &self.planner {
             Some(_) => tool_infos(&sessions).await,
             None => Vec::new(),
@@ -87,13 +108,132 @@ impl Investigator for AgentInvestigator {
             tools: &tools,
             planner: self.planner.as_deref(),
             question: None,
+            waits: self.waits(ctx),
+            first_call: 1,
         };
         let Some(outcome) = inquiry::investigate(setup).await else {
             return Ok(WorkOutcome { events, summary: "nothing to investigate with".into() });
         };
         info!(investigation = %inv.id, calls = outcome.calls.len(), root_cause = ?outcome.report.root_cause, "investigated");
         events.extend(outcome.events);
+        // Questions asked while it waited in the queue.
+        if !prior.questions.is_empty() {
+            let markdown = outcome.report.to_markdown();
+            let first = outcome.calls.len() + 1;
+            let mut sessions = Some(sessions);
+            events.extend(self.answer(ctx, &alert, &mut sessions, &markdown, first, &prior.questions).await);
+        }
         Ok(WorkOutcome { events, summary: outcome.report.summary })
+    }
+}
+
+impl AgentInvestigator {
+    fn waits<'a>(&'a self, ctx: &'a WorkContext) -> Option<Waits<'a>> {
+        self.approvals.as_deref().map(|approvals| Waits { approvals, progress: &*ctx.progress })
+    }
+
+    /// Sessions to the servers discovery permits for `team`; the discovery's answer
+    /// (or why there is none) goes into `events`.
+    async fn sessions(&self, team: &str, events: &mut Vec<EventBody>) -> Option<SessionManager> {
+        match self.discovery.servers(team).await {
+            Ok(targets) => {
+                events.push(EventBody::new(
+                    "servers.discovered",
+                    json!({"servers": targets.iter().map(|t| json!({"name": t.name, "url": t.url, "trusted": t.trusted})).collect::<Vec<_>>()}),
+                ));
+                Some(SessionManager::new(targets, self.limits.clone()))
+            }
+            Err(why) => {
+                events.push(EventBody::new("servers.unavailable", json!({"why": why})));
+                None
+            }
+        }
+    }
+
+    /// Answers each question with the planner (which may call tools again), or, with
+    /// no LLM configured, with the report as it stands. Calls are numbered on from
+    /// `first_call` so citations stay unique in the log.
+    async fn answer(
+        &self,
+        ctx: &WorkContext,
+        alert: &AlertContext,
+        sessions: &mut Option<SessionManager>,
+        report: &str,
+        mut first_call: usize,
+        questions: &[(i64, String)],
+    ) -> Vec<EventBody> {
+        let mut events = Vec::new();
+        for (seq, question) in questions {
+            let Some(planner) = self.planner.as_deref() else {
+                events.push(EventBody::new(
+                    "question.answered",
+                    json!({"question_seq": seq, "question": question, "mode": "report",
+                           "answer": "No LLM is configured, so questions are answered with the report as it stands.",
+                           "markdown": report}),
+                ));
+                continue;
+            };
+            if sessions.is_none() {
+                *sessions = self.sessions(&ctx.investigation.team, &mut events).await;
+            }
+            let Some(s) = sessions.as_ref() else { continue };
+            let tools = tool_infos(s).await;
+            let setup = Setup {
+                alert,
+                team: &ctx.investigation.team,
+                playbooks: &[],
+                caller: s,
+                tools: &tools,
+                planner: Some(planner),
+                question: Some((question.as_str(), report)),
+                waits: self.waits(ctx),
+                first_call,
+            };
+            let Some(outcome) = inquiry::investigate(setup).await else { continue };
+            first_call += outcome.calls.len();
+            let mut answered = outcome.report.to_json();
+            answered["question_seq"] = json!(seq);
+            answered["question"] = json!(question);
+            answered["answer"] = json!(outcome.report.summary);
+            answered["markdown"] = json!(outcome.report.to_markdown());
+            // The calls it made, then the answer (not a second `report`).
+            events.extend(outcome.events.into_iter().filter(|e| e.kind == "tool.called"));
+            events.push(EventBody::new("question.answered", answered));
+        }
+        events
+    }
+}
+
+/// What an investigation's log already holds (pure).
+#[derive(Debug, Default, PartialEq)]
+pub struct Prior {
+    /// The last report, as Markdown.
+    pub report: Option<String>,
+    /// Questions not answered yet: their event's sequence number and text.
+    pub questions: Vec<(i64, String)>,
+    /// Tool calls made so far.
+    pub calls: usize,
+}
+
+impl Prior {
+    pub fn read(log: &[StoredEvent]) -> Prior {
+        let mut prior = Prior::default();
+        let mut answered = std::collections::BTreeSet::new();
+        for e in log {
+            match e.kind.as_str() {
+                "report" => prior.report = e.data["markdown"].as_str().map(str::to_string),
+                "tool.called" => prior.calls += 1,
+                "question.asked" => {
+                    prior.questions.push((e.seq, e.data["question"].as_str().unwrap_or_default().to_string()))
+                }
+                "question.answered" => {
+                    answered.insert(e.data["question_seq"].as_i64().unwrap_or_default());
+                }
+                _ => {}
+            }
+        }
+        prior.questions.retain(|(seq, _)| !answered.contains(seq));
+        prior
     }
 }
 

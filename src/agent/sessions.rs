@@ -22,10 +22,13 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
+use super::approval::{self, ApprovalNeeded};
 use super::breaker::Breaker;
-use crate::playbook::ToolCaller;
+use super::client::AgentClient;
+use crate::mcp::server::URL_ELICITATION_REQUIRED;
+use crate::playbook::{CallFailure, ToolCaller};
 
-type Client = RunningService<RoleClient, ()>;
+type Client = RunningService<RoleClient, AgentClient>;
 
 /// One MCP server an investigation may use, as the registry permitted it.
 #[derive(Clone)]
@@ -79,8 +82,8 @@ pub enum SessionError {
     Transport { server: String, tool: String, why: String },
     #[error("`{server}__{tool}` answered with an error: {message}")]
     Tool { server: String, tool: String, message: String },
-    #[error("`{server}__{tool}` needs a person's approval first")]
-    NeedsApproval { server: String, tool: String, input_requests: Value },
+    #[error("`{server}__{tool}` needs a person's approval first{}", approval.as_ref().map(|a| format!(": {}", a.url)).unwrap_or_default())]
+    NeedsApproval { server: String, tool: String, approval: Option<ApprovalNeeded> },
 }
 
 impl SessionError {
@@ -215,6 +218,10 @@ impl SessionManager {
         let answer = tokio::time::timeout(timeout, client.call_tool_once(params)).await;
         let response = match answer {
             Err(_) => return Err(SessionError::Timeout { server: server.into(), tool: tool.into(), timeout }),
+            Ok(Err(rmcp::service::ServiceError::McpError(e))) if e.code.0 == URL_ELICITATION_REQUIRED => {
+                let approval = e.data.as_ref().and_then(approval::from_error_data);
+                return Err(SessionError::NeedsApproval { server: server.into(), tool: tool.into(), approval });
+            }
             Ok(Err(e)) => {
                 let error = SessionError::Transport { server: server.into(), tool: tool.into(), why: e.to_string() };
                 if client.is_closed() {
@@ -230,7 +237,11 @@ impl SessionManager {
             CallToolResponse::InputRequired(input) => Err(SessionError::NeedsApproval {
                 server: server.into(),
                 tool: tool.into(),
-                input_requests: serde_json::to_value(&input).unwrap_or(Value::Null),
+                approval: input
+                    .input_requests
+                    .as_ref()
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .and_then(|r| approval::from_input_requests(&r)),
             }),
             // Tasks (and whatever later revisions add) are not polled by the agent.
             _ => Err(SessionError::Transport {
@@ -258,10 +269,11 @@ impl SessionManager {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: Some(ProtocolVersion::V_2025_11_25),
         };
-        let client = tokio::time::timeout(self.limits.connect_timeout, ().serve_with_lifecycle(transport, lifecycle))
-            .await
-            .map_err(|_| connect_err(format!("no answer within {:?}", self.limits.connect_timeout)))?
-            .map_err(|e| connect_err(e.to_string()))?;
+        let client =
+            tokio::time::timeout(self.limits.connect_timeout, AgentClient.serve_with_lifecycle(transport, lifecycle))
+                .await
+                .map_err(|_| connect_err(format!("no answer within {:?}", self.limits.connect_timeout)))?
+                .map_err(|e| connect_err(e.to_string()))?;
         let client = Arc::new(client);
         self.connects.fetch_add(1, Ordering::Relaxed);
         if target.trusted {
@@ -280,6 +292,16 @@ impl SessionManager {
 impl ToolCaller for SessionManager {
     async fn call(&self, server: &str, tool: &str, args: Map<String, Value>) -> Result<Value, String> {
         SessionManager::call(self, server, tool, args, None).await.map_err(|e| e.to_string())
+    }
+
+    async fn call_detailed(&self, server: &str, tool: &str, args: Map<String, Value>) -> Result<Value, CallFailure> {
+        SessionManager::call(self, server, tool, args, None).await.map_err(|e| {
+            let approval = match &e {
+                SessionError::NeedsApproval { approval, .. } => approval.clone(),
+                _ => None,
+            };
+            CallFailure { message: e.to_string(), approval }
+        })
     }
 }
 

@@ -15,18 +15,22 @@ pub enum State {
     Queued,
     /// A worker holds its lease and is working on it.
     Running,
+    /// A worker holds its lease and waits for a person to decide on an approval.
+    AwaitingApproval,
     Completed,
     Cancelled,
     Failed,
 }
 
 impl State {
-    pub const ALL: [State; 5] = [State::Queued, State::Running, State::Completed, State::Cancelled, State::Failed];
+    pub const ALL: [State; 6] =
+        [State::Queued, State::Running, State::AwaitingApproval, State::Completed, State::Cancelled, State::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             State::Queued => "queued",
             State::Running => "running",
+            State::AwaitingApproval => "awaiting_approval",
             State::Completed => "completed",
             State::Cancelled => "cancelled",
             State::Failed => "failed",
@@ -39,6 +43,11 @@ impl State {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, State::Completed | State::Cancelled | State::Failed)
+    }
+
+    /// Held under a worker's lease (running, or waiting on a person while running).
+    pub fn is_leased(self) -> bool {
+        matches!(self, State::Running | State::AwaitingApproval)
     }
 }
 
@@ -57,6 +66,13 @@ pub enum Input {
     EpisodeResolved { policy: OnResolved },
     /// This process is shutting down and hands the work back.
     Suspend,
+    /// A tool call needs a person's approval; the work waits for the decision.
+    ApprovalRequested { approval_id: String, url: String, tool: String, call_id: String },
+    /// The approval was decided (`approved`, `declined`, `expired`, ...); the work goes on.
+    ApprovalSettled { approval_id: String, outcome: String, call_id: String },
+    /// A person asks a follow-up question; a finished investigation is taken up again
+    /// to answer it.
+    QuestionAsked { question: String, asked_by: Option<String> },
 }
 
 /// What the caller must do; events are appended to the investigation's log in order.
@@ -88,6 +104,30 @@ pub fn step(state: State, input: &Input) -> (State, Vec<Command>) {
     use Command::*;
     use serde_json::json;
     match (state, input) {
+        (State::Running, Input::ApprovalRequested { approval_id, url, tool, call_id }) => (
+            State::AwaitingApproval,
+            vec![Record(EventBody::new(
+                "approval.requested",
+                json!({"approval_id": approval_id, "url": url, "tool": tool, "call_id": call_id}),
+            ))],
+        ),
+        (State::AwaitingApproval, Input::ApprovalSettled { approval_id, outcome, call_id }) => (
+            State::Running,
+            vec![Record(EventBody::new(
+                "approval.settled",
+                json!({"approval_id": approval_id, "outcome": outcome, "call_id": call_id}),
+            ))],
+        ),
+        (State::Completed | State::Failed | State::Queued, Input::QuestionAsked { question, asked_by }) => (
+            State::Queued,
+            vec![Record(EventBody::new("question.asked", json!({"question": question, "asked_by": asked_by})))],
+        ),
+        // Waiting on a person is running for everything else: a takeover, the end of
+        // the work, a failure or a shutdown.
+        (
+            State::AwaitingApproval,
+            Input::Claimed { .. } | Input::WorkFinished { .. } | Input::WorkFailed { .. } | Input::Suspend,
+        ) => step(State::Running, input),
         (State::Queued, Input::Claimed { owner, attempt, previous_owner }) => {
             let kind = if previous_owner.is_some() { "investigation.resumed" } else { "investigation.started" };
             (
@@ -179,6 +219,15 @@ mod tests {
         let attached = Input::AlertsAttached { alert_ids: vec!["a1".into(), "a2".into()] };
         let resolved_keep = Input::EpisodeResolved { policy: OnResolved::Continue };
         let resolved_cancel = Input::EpisodeResolved { policy: OnResolved::CancelIfNotStarted };
+        let asked = Input::ApprovalRequested {
+            approval_id: "ap1".into(),
+            url: "u".into(),
+            tool: "t".into(),
+            call_id: "c1".into(),
+        };
+        let settled =
+            Input::ApprovalSettled { approval_id: "ap1".into(), outcome: "approved".into(), call_id: "c1".into() };
+        let asked_q = Input::QuestionAsked { question: "why?".into(), asked_by: None };
         use State::*;
         let table: Vec<(State, &Input, State, Vec<&str>)> = vec![
             (Queued, &claim, Running, vec!["investigation.started", "START"]),
@@ -203,6 +252,21 @@ mod tests {
             (Completed, &resolved_cancel, Completed, vec!["episode.resolved"]),
             (Cancelled, &claim, Cancelled, vec![]),
             (Failed, &done, Failed, vec![]),
+            (Running, &asked, AwaitingApproval, vec!["approval.requested"]),
+            (Queued, &asked, Queued, vec![]),
+            (AwaitingApproval, &asked, AwaitingApproval, vec![]),
+            (AwaitingApproval, &settled, Running, vec!["approval.settled"]),
+            (Running, &settled, Running, vec![]),
+            (AwaitingApproval, &takeover, Running, vec!["investigation.resumed", "START"]),
+            (AwaitingApproval, &done, Completed, vec!["investigation.completed", "RELEASE"]),
+            (AwaitingApproval, &Input::Suspend, Queued, vec!["investigation.suspended", "RELEASE"]),
+            (AwaitingApproval, &attached, AwaitingApproval, vec!["alerts.attached"]),
+            (Completed, &asked_q, Queued, vec!["question.asked"]),
+            (Failed, &asked_q, Queued, vec!["question.asked"]),
+            (Queued, &asked_q, Queued, vec!["question.asked"]),
+            (Running, &asked_q, Running, vec![]),
+            (AwaitingApproval, &asked_q, AwaitingApproval, vec![]),
+            (Cancelled, &asked_q, Cancelled, vec![]),
         ];
         for (from, input, to, expected) in table {
             let (state, cmds) = step(from, input);

@@ -9,4 +9,4 @@ pub mod work;
 pub use machine::{Command, EventBody, Input, State, step};
 pub use quota::Limits;
 pub use runner::Runner;
-pub use work::{Investigator, PlaceholderInvestigator, WorkContext, WorkError};
+pub use work::{Investigator, PlaceholderInvestigator, Progress, Unrecorded, WorkContext, WorkError};

@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::machine::{Command, EventBody, Input, State, step};
 
 use super::quota::Limits;
-use super::work::{Investigator, WorkContext};
+use super::work::{Investigator, Progress, WorkContext, WorkError};
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::store::{Claim, Lease, Store, StoreError, Transition};
@@ -110,7 +110,13 @@ impl Runner {
             self.cfg.lease_ttl,
             lost.clone(),
         ));
-        let ctx = WorkContext { investigation: claim.investigation, store: self.store.clone() };
+        let progress = Arc::new(LeaseProgress {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            lease: lease.clone(),
+            state: tokio::sync::Mutex::new(State::Running),
+        });
+        let ctx = WorkContext { investigation: claim.investigation, store: self.store.clone(), progress };
         let result = tokio::select! {
             r = self.investigator.investigate(&ctx) => Some(r),
             _ = suspend.cancelled() => None,
@@ -169,6 +175,32 @@ impl Runner {
                 false
             }
         }
+    }
+}
+
+/// Writes what the work records as it goes, through the state machine, under its lease.
+struct LeaseProgress {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    lease: Lease,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[async_trait::async_trait]
+impl Progress for LeaseProgress {
+    async fn record(&self, input: Input) -> Result<(), WorkError> {
+        let mut state = self.state.lock().await;
+        let (next, commands) = step(*state, &input);
+        let (events, _) = split(commands);
+        if next == *state && events.is_empty() {
+            return Ok(());
+        }
+        let change = Transition { to: Some(next), events: &events, ..Default::default() };
+        if !self.store.transition(&self.lease, &change, self.clock.now()).await? {
+            return Err(WorkError::Failed("the lease was lost".into()));
+        }
+        *state = next;
+        Ok(())
     }
 }
 

@@ -9,13 +9,40 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::EventBody;
+use super::{EventBody, Input};
 use crate::store::{InvestigationSummary, Store, StoreError};
 
 /// What the work gets to see.
 pub struct WorkContext {
     pub investigation: InvestigationSummary,
     pub store: Arc<dyn Store>,
+    /// Where the work records what happens before it ends (a wait on a person).
+    pub progress: Arc<dyn Progress>,
+}
+
+impl WorkContext {
+    /// A context whose progress goes nowhere, for work run outside the runner.
+    pub fn detached(investigation: InvestigationSummary, store: Arc<dyn Store>) -> WorkContext {
+        WorkContext { investigation, store, progress: Arc::new(Unrecorded) }
+    }
+}
+
+/// Records an input to the investigation's state machine while its work runs: the
+/// resulting events and state are written at once, under the work's lease, so people
+/// see them (an approval link) while the work waits.
+#[async_trait]
+pub trait Progress: Send + Sync {
+    async fn record(&self, input: Input) -> Result<(), WorkError>;
+}
+
+/// Progress nobody keeps.
+pub struct Unrecorded;
+
+#[async_trait]
+impl Progress for Unrecorded {
+    async fn record(&self, _input: Input) -> Result<(), WorkError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,8 @@ pub struct Brief<'a> {
     pub categories: Vec<String>,
     /// A follow-up question, with the report it follows (Markdown).
     pub question: Option<(&'a str, &'a str)>,
+    /// Calls `c1`..`c<n>` made by earlier runs, which the report may still cite.
+    pub earlier_calls: usize,
 }
 
 /// The model's report, as it submitted it (after the checks).
@@ -231,7 +233,9 @@ impl Planner {
                 }
             }
             if let Some(args) = submitted {
-                match check_draft(&args, &recorder.calls(), &brief.categories) {
+                let mut made: Vec<String> = (1..=brief.earlier_calls).map(|n| format!("c{n}")).collect();
+                made.extend(recorder.calls().into_iter().map(|c| c.id));
+                match check_draft(&args, &made, &brief.categories) {
                     Ok(draft) => {
                         spent.elapsed = started.elapsed();
                         return end(spent, Some(draft), None, None);
@@ -365,10 +369,10 @@ impl Planner {
 
 /// Parses the submitted report and keeps only what holds: claims must cite calls that
 /// were made; a root cause outside the known categories becomes `other`.
-pub fn check_draft(arguments: &str, calls: &[CallRecord], categories: &[String]) -> Result<Draft, String> {
+pub fn check_draft(arguments: &str, made: &[String], categories: &[String]) -> Result<Draft, String> {
     let raw: RawDraft =
         serde_json::from_str(arguments).map_err(|e| format!("its arguments do not fit the schema: {e}"))?;
-    let made: BTreeSet<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    let made: BTreeSet<&str> = made.iter().map(String::as_str).collect();
     let mut dropped = Vec::new();
     let mut evidence = Vec::new();
     for e in raw.evidence {
@@ -574,6 +578,7 @@ findings:
             playbook: Some(&part),
             categories: vec!["missing_table".into(), "executor_oom".into()],
             question: None,
+            earlier_calls: 0,
         };
         let messages = p.opening(&brief, &recorder.calls()).unwrap();
         insta::assert_snapshot!("system", text(&messages[0]));
@@ -601,26 +606,18 @@ findings:
 
     #[test]
     fn a_draft_keeps_only_claims_that_cite_calls_made() {
-        let calls = vec![CallRecord {
-            id: "c1".into(),
-            server: "airflow".into(),
-            tool: "get_task_log".into(),
-            args: Map::new(),
-            result: Ok(json!("log")),
-            millis: 1,
-            by: "playbook".into(),
-        }];
         let args = json!({
             "summary": "s", "root_cause": "made_up", "confidence": "high",
             "evidence": [{"claim": "the log says so", "calls": ["c1", "c9"]}, {"claim": "a hunch", "calls": []}],
             "ruled_out": [{"hypothesis": "upstream", "why": "it succeeded", "calls": ["c7"]}]
         })
         .to_string();
-        let d = check_draft(&args, &calls, &["missing_table".into()]).unwrap();
+        let made = vec!["c1".to_string()];
+        let d = check_draft(&args, &made, &["missing_table".into()]).unwrap();
         assert_eq!(d.evidence, [Evidence { claim: "the log says so".into(), calls: vec!["c1".into()] }]);
         assert_eq!(d.root_cause.as_deref(), Some("other"));
         assert!(d.ruled_out[0].calls.is_empty());
         assert_eq!(d.dropped.len(), 3, "{:?}", d.dropped);
-        assert!(check_draft("{\"evidence\": []}", &calls, &[]).is_err(), "a summary is required");
+        assert!(check_draft("{\"evidence\": []}", &made, &[]).is_err(), "a summary is required");
     }
 }

@@ -19,6 +19,18 @@ use super::findings::Match;
 #[async_trait]
 pub trait ToolCaller: Send + Sync {
     async fn call(&self, server: &str, tool: &str, args: Map<String, Value>) -> Result<Value, String>;
+
+    /// As [`ToolCaller::call`], saying when the call waits for a person's approval.
+    async fn call_detailed(&self, server: &str, tool: &str, args: Map<String, Value>) -> Result<Value, CallFailure> {
+        self.call(server, tool, args).await.map_err(|message| CallFailure { message, approval: None })
+    }
+}
+
+/// A call that did not answer: why, and the approval it waits for, if that is why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallFailure {
+    pub message: String,
+    pub approval: Option<crate::agent::approval::ApprovalNeeded>,
 }
 
 /// What the templates see of the alert.

@@ -176,6 +176,18 @@ pub struct InvestigationFilter {
     pub limit: i64,
 }
 
+/// What became of a question.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Asked {
+    NotFound,
+    /// Recorded as event `seq`; the investigation is queued to answer it.
+    Queued {
+        seq: i64,
+    },
+    /// The investigation is in `State`, which takes no question now.
+    Refused(State),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores deliveries in one transaction (group commit) and answers per delivery.
@@ -212,6 +224,10 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, investigation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
     async fn episode_alerts(&self, episode_id: &str, limit: i64) -> Result<Vec<StoredAlert>>;
     async fn count_by_state(&self) -> Result<Vec<(State, i64)>>;
+
+    /// Records a follow-up question through the state machine: a finished (or queued)
+    /// investigation is queued to answer it; one that is working refuses it for now.
+    async fn ask(&self, investigation_id: &str, question: &crate::engine::Input, now: DateTime<Utc>) -> Result<Asked>;
 
     /// Ids of investigations whose logs grew in this process.
     fn subscribe(&self) -> broadcast::Receiver<String>;

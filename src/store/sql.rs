@@ -21,8 +21,8 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::broadcast;
 
 use super::{
-    Claim, IngestOutcome, IngestPolicy, IngestRequest, InvestigationFilter, InvestigationSummary, Lease, Result, Store,
-    StoreError, StoredAlert, StoredEvent, Transition, from_ms, to_ms,
+    Asked, Claim, IngestOutcome, IngestPolicy, IngestRequest, InvestigationFilter, InvestigationSummary, Lease, Result,
+    Store, StoreError, StoredAlert, StoredEvent, Transition, from_ms, to_ms,
 };
 use crate::engine::{Command, EventBody, Input, Limits, State, quota, step};
 
@@ -262,12 +262,12 @@ impl Store for SqlStore {
                 // Serializes claims across replicas so the running counts below are exact.
                 sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
                 "SELECT id, team, state, lease_owner, attempts, failures FROM investigations \
-                 WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= $1) \
+                 WHERE state = 'queued' OR (state IN ('running', 'awaiting_approval') AND lease_expires_at <= $1) \
                  ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
             }
             Backend::Sqlite => {
                 "SELECT id, team, state, lease_owner, attempts, failures FROM investigations \
-                 WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= $1) \
+                 WHERE state = 'queued' OR (state IN ('running', 'awaiting_approval') AND lease_expires_at <= $1) \
                  ORDER BY created_at, id LIMIT $2"
             }
         };
@@ -313,10 +313,12 @@ impl Store for SqlStore {
                 continue;
             }
             let row = sqlx::query(sqlx::AssertSqlSafe(summary_by_id_sql())).bind(&id).fetch_one(&mut *tx).await?;
-            let prior_state = if state == "running" { State::Running } else { State::Queued };
+            let prior_state = State::parse(&state).filter(|s| s.is_leased()).unwrap_or(State::Queued);
             let previous_owner = match prior_state {
-                // A running row always has an owner; "unknown" keeps a damaged one resumable.
-                State::Running => Some(previous_owner.unwrap_or_else(|| "unknown".to_string())),
+                // A leased row always has an owner; "unknown" keeps a damaged one resumable.
+                State::Running | State::AwaitingApproval => {
+                    Some(previous_owner.unwrap_or_else(|| "unknown".to_string()))
+                }
                 _ => None,
             };
             let input = Input::Claimed {
@@ -355,7 +357,7 @@ impl Store for SqlStore {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE investigations SET lease_expires_at = $4 \
-             WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'running'",
+             WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state IN ('running', 'awaiting_approval')",
         )
         .bind(&lease.investigation_id)
         .bind(&lease.worker)
@@ -488,6 +490,47 @@ impl Store for SqlStore {
             }
         }
         Ok(out)
+    }
+
+    async fn ask(&self, investigation_id: &str, question: &Input, now: DateTime<Utc>) -> Result<Asked> {
+        let now_ms = to_ms(now);
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT state, next_seq FROM investigations WHERE id = $1")
+            .bind(investigation_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(Asked::NotFound);
+        };
+        let text: String = row.try_get("state")?;
+        let state = State::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown state `{text}`")))?;
+        let (next, commands) = step(state, question);
+        let events: Vec<EventBody> = commands
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Record(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if events.is_empty() {
+            tx.rollback().await?;
+            return Ok(Asked::Refused(state));
+        }
+        let seq: i64 = row.try_get("next_seq")?;
+        sqlx::query(
+            "UPDATE investigations SET state = $2, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND state = $3",
+        )
+        .bind(investigation_id)
+        .bind(next.as_str())
+        .bind(state.as_str())
+        .execute(&mut *tx)
+        .await?;
+        append_events(&mut tx, investigation_id, &events, now_ms).await?;
+        tx.commit().await?;
+        self.notify([investigation_id.to_string()]);
+        Ok(Asked::Queued { seq })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<String> {

@@ -16,11 +16,11 @@ use tokio::sync::broadcast;
 
 use super::{ApiError, AppState};
 use crate::engine::State as InvestigationState;
-use crate::store::{InvestigationFilter, InvestigationSummary, StoredAlert, StoredEvent};
+use crate::store::{Asked, InvestigationFilter, InvestigationSummary, StoredAlert, StoredEvent};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
-    /// queued, running, completed, cancelled or failed
+    /// queued, running, awaiting_approval, completed, cancelled or failed
     pub state: Option<String>,
     pub team: Option<String>,
     /// Only investigations opened at or after this RFC 3339 time.
@@ -95,6 +95,75 @@ pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Respon
     match (alerts, events) {
         (Ok(alerts), Ok(events)) => Json(InvestigationDetail { investigation: found, alerts, events }).into_response(),
         (Err(e), _) | (_, Err(e)) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// Longest follow-up question accepted.
+const QUESTION_CHARS: usize = 4_000;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionRequest {
+    pub question: String,
+    /// Who asks (a chat adapter names its user), for the log.
+    #[serde(default)]
+    pub asked_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuestionAccepted {
+    pub investigation_id: String,
+    /// The `question.asked` event; its answer is a `question.answered` event naming it.
+    pub question_seq: i64,
+}
+
+/// Ask a follow-up question. The investigation is taken up again with its context (the
+/// alert, its tool calls and report) and answers with a `question.answered` event.
+#[utoipa::path(
+    post,
+    path = "/v1/investigations/{id}/questions",
+    params(("id" = String, Path)),
+    request_body = QuestionRequest,
+    responses(
+        (status = 202, body = QuestionAccepted),
+        (status = 400, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 409, description = "the investigation is working or was cancelled; ask once it has reported", body = ApiError)
+    ),
+    tag = "investigations"
+)]
+pub async fn ask(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<QuestionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(q) = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()).into_response(),
+    };
+    let question = q.question.trim();
+    if question.is_empty() || question.chars().count() > QUESTION_CHARS {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("a question is 1 to {QUESTION_CHARS} characters"),
+        )
+        .with_field("question")
+        .into_response();
+    }
+    let input = crate::engine::Input::QuestionAsked { question: question.to_string(), asked_by: q.asked_by };
+    match app.store.ask(&id, &input, app.clock.now()).await {
+        Ok(Asked::Queued { seq }) => {
+            (StatusCode::ACCEPTED, Json(QuestionAccepted { investigation_id: id, question_seq: seq })).into_response()
+        }
+        Ok(Asked::NotFound) => ApiError::not_found("such investigation").into_response(),
+        Ok(Asked::Refused(state)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("the investigation is {}; ask once it has reported", state.as_str()),
+        )
+        .into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
     }
 }
 

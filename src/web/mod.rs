@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/investigations", get(api::list))
         .route("/v1/investigations/{id}", get(api::show))
         .route("/v1/investigations/{id}/events", get(api::events))
+        .route("/v1/investigations/{id}/questions", post(api::ask))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
