@@ -266,17 +266,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
         warn!(path = %config.agent.playbooks.display(), "no playbook folder here; investigations use the planner only, if one is configured");
         Vec::new()
     };
-    let planner = match &config.llm {
-        None => None,
-        Some(llm) => Some(Arc::new(Planner {
-            model: Arc::new(OpenAiModel::new(llm)),
-            prompts: Prompts::load(config.agent.prompts.as_deref()).map_err(|e| AppError::Planner(e.to_string()))?,
-            budget: Budget::from_config(llm),
-            prices: llm.prices.clone(),
-            redactor: Redactor::new(&config.agent.redact).map_err(|e| AppError::Planner(e.to_string()))?,
-            max_tools: llm.max_tools,
-        })),
-    };
+    let planner = planner(config)?.map(Arc::new);
     info!(playbooks = playbooks.len(), planner = planner.is_some(), "investigator ready");
 
     let td = &config.identity.trust_domain;
@@ -320,6 +310,20 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
         approvals: Some(Arc::new(approvals)),
         simulated_work: config.engine.simulated_work,
     })
+}
+
+/// The planner over the `[llm]` endpoint, or `None` when none is configured; shared by
+/// the agent and `inquest eval`, so an eval measures the planner the agent runs.
+pub fn planner(config: &Config) -> Result<Option<Planner>, AppError> {
+    let Some(llm) = &config.llm else { return Ok(None) };
+    Ok(Some(Planner {
+        model: Arc::new(OpenAiModel::new(llm)),
+        prompts: Prompts::load(config.agent.prompts.as_deref()).map_err(|e| AppError::Planner(e.to_string()))?,
+        budget: Budget::from_config(llm),
+        prices: llm.prices.clone(),
+        redactor: Redactor::new(&config.agent.redact).map_err(|e| AppError::Planner(e.to_string()))?,
+        max_tools: llm.max_tools,
+    }))
 }
 
 /// Serves the public router, plain or TLS, until shutdown.

@@ -73,6 +73,30 @@ pub enum Command {
         #[command(subcommand)]
         command: PlaybooksCommand,
     },
+    /// Run investigation scenarios (see tests/evals/) and score each run: accuracy,
+    /// steps, tokens, cost and p50/p95 time per scenario and overall.
+    ///
+    /// Uses the planner over the configured `[llm]` endpoint (any OpenAI-compatible one;
+    /// INQUEST_LLM__BASE_URL, INQUEST_LLM__MODEL, INQUEST_LLM__API_KEY), and playbooks
+    /// alone when none is configured or with --playbook-only.
+    #[command(after_help = "Exit status: 0 when every run passed, 1 when any run failed, \
+                            2 on bad input (a scenario file, the playbooks or the configuration).")]
+    Eval {
+        /// Folder of scenario files (`*.yaml`, in name order; subfolders are not read).
+        dir: PathBuf,
+        /// Runs per scenario; p50 and p95 are over all of them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        repeat: u16,
+        /// Playbooks alone, even when `[llm]` is configured.
+        #[arg(long)]
+        playbook_only: bool,
+        /// Print the results as JSON (to compare models) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Playbook folder [default: agent.playbooks, `playbooks`].
+        #[arg(long)]
+        playbooks: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

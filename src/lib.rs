@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod domains;
 pub mod engine;
+pub mod eval;
 pub mod identity;
 pub mod intake;
 pub mod mcp;

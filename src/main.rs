@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use inquest::cli::{AlertCommand, AuditCommand, Cli, Command, ConfigCommand, InvestigationsCommand, PlaybooksCommand};
 use inquest::config::{self, Config, Overrides};
-use inquest::{app, client, telemetry};
+use inquest::{app, client, eval, telemetry};
 
 // glibc's allocator spent a tenth of the intake path's CPU in malloc and free
 // (profiled under the intake benchmark); mimalloc's per-thread pages cost a fraction.
@@ -71,6 +71,10 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         },
         // Handled before the configuration is loaded.
         Command::Playbooks { command: PlaybooksCommand::Check { paths } } => Ok(check_playbooks(paths)),
+        Command::Eval { dir, repeat, playbook_only, json, playbooks } => {
+            let args = eval::command::Args { dir, repeat: repeat.into(), playbook_only, json, playbooks };
+            Ok(eval::command::run(&cfg, args).await)
+        }
         Command::Config { command: ConfigCommand::Check } => {
             println!("{}", serde_json::to_string_pretty(&cfg.redacted())?);
             eprintln!("configuration is valid");

@@ -12,6 +12,7 @@ mod api;
 mod approvals;
 mod browser;
 mod durability;
+mod evals;
 mod jwt;
 mod llm_script;
 mod mcp_domains;
