@@ -66,14 +66,6 @@ async fn every_shipped_scenario_passes_on_the_playbooks_alone() {
     for cause in ["missing_table", "task_timeout", "out_of_memory", "missing_partition", "upstream_failure"] {
         assert!(results.iter().any(|r| r.expected.as_deref() == Some(cause)), "{cause}");
     }
-
-    // The known gaps are kept apart because the playbooks do not get them right; one
-    // that passes belongs in tests/evals/ now.
-    let gaps = run_dir(&evals().join("gaps"), &options).await.unwrap();
-    assert!(gaps.len() >= 2);
-    for g in &gaps {
-        assert!(!g.passed(), "{} passes now: move it up to tests/evals/", g.name);
-    }
 }
 
 fn planner(llm: &ScriptedLlm) -> Planner {
@@ -238,9 +230,14 @@ fn the_command_prints_a_table_or_json_and_its_exit_status_says_how_it_went() {
     assert_eq!(v["overall"]["runs"], json!(count * 2));
     assert_eq!(v["scenarios"].as_array().map(Vec::len), Some(count));
 
-    // The known gaps fail: 1, with the reason under the scenario.
-    let gaps = root().join("tests/evals/gaps");
-    let (code, stdout, _) = inquest_eval(&[gaps.to_str().unwrap(), "--playbooks", playbooks], scratch.path());
+    // A scenario the playbooks get wrong: 1, with the reason under the scenario.
+    let wrong = scratch.path().join("wrong");
+    std::fs::create_dir(&wrong).unwrap();
+    let oom = std::fs::read_to_string(root().join("tests/evals/spark-executor-oom.yaml")).unwrap();
+    let expects_exception = oom.replace("root_cause: out_of_memory", "root_cause: code_exception");
+    assert_ne!(oom, expects_exception);
+    std::fs::write(wrong.join("oom.yaml"), expects_exception).unwrap();
+    let (code, stdout, _) = inquest_eval(&[wrong.to_str().unwrap(), "--playbooks", playbooks], scratch.path());
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("run 1: expected cause code_exception, got out_of_memory"), "{stdout}");
 

@@ -117,7 +117,7 @@ impl fmt::Display for Problem {
 }
 
 /// The scenario files in `dir`: its `*.yaml` and `*.yml` files in name order.
-/// Subfolders are not read, so scenarios kept apart (known gaps) stay apart.
+/// Subfolders are not read, so scenarios kept apart stay apart.
 pub fn files(dir: &Path) -> Result<Vec<PathBuf>, Problem> {
     let entries = std::fs::read_dir(dir).map_err(|e| io_problem(dir, &e))?;
     let mut found: Vec<PathBuf> = entries
