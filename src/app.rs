@@ -121,7 +121,9 @@ pub async fn run(
     // Agent: intake and investigations.
     let mut writer_parts = None;
     if role.runs_agent() {
-        let investigator = Arc::new(agent_investigator(&config, role).await?);
+        let mut investigator = agent_investigator(&config, role).await?;
+        investigator.metrics = Some(metrics.clone());
+        let investigator = Arc::new(investigator);
         let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
         let policy = IngestPolicy { cooldown: config.episodes.cooldown, on_resolved: config.episodes.on_resolved };
         let writer_stop = CancellationToken::new();
@@ -309,6 +311,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
         planner,
         approvals: Some(Arc::new(approvals)),
         simulated_work: config.engine.simulated_work,
+        metrics: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Logs (tracing, text or JSON) and Prometheus metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +43,18 @@ pub struct StateLabel {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TeamLabel {
+    pub team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub team: String,
+    /// prompt or completion
+    pub kind: String,
+}
+
 /// Every metric Inquest exports. Cloning shares the underlying values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -51,6 +64,12 @@ pub struct Metrics {
     pub investigations_created: Counter,
     pub investigations: Family<StateLabel, Gauge>,
     pub intake_latency: Family<SourceLabel, Histogram>,
+    /// What the planner's model used, per team (the report has it per investigation).
+    pub llm_tokens: Family<TokenLabels, Counter>,
+    pub llm_cost: Family<TeamLabel, Counter<f64, AtomicU64>>,
+    pub tool_calls: Family<TeamLabel, Counter>,
+    /// Minutes of manual work the playbooks estimate for investigations that found a cause.
+    pub minutes_saved: Family<TeamLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,13 +97,47 @@ impl Metrics {
             "Time from request to durable answer at the alert intake",
             intake_latency.clone(),
         );
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register("llm_tokens", "Tokens the planner's model used, by team and kind", llm_tokens.clone());
+        let llm_cost = Family::<TeamLabel, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "llm_cost_usd",
+            "Dollars the planner's model cost, by team (from the price table)",
+            llm_cost.clone(),
+        );
+        let tool_calls = Family::<TeamLabel, Counter>::default();
+        registry.register("investigation_tool_calls", "Tool calls made by investigations, by team", tool_calls.clone());
+        let minutes_saved = Family::<TeamLabel, Counter>::default();
+        registry.register(
+            "minutes_saved",
+            "Manual minutes the playbooks estimate for investigations that found a cause, by team",
+            minutes_saved.clone(),
+        );
         Metrics {
+            llm_tokens,
+            llm_cost,
+            tool_calls,
+            minutes_saved,
             registry: Arc::new(registry),
             alerts,
             episodes,
             investigations_created,
             investigations,
             intake_latency,
+        }
+    }
+
+    /// Counts what one investigation (or answer) spent, for its team.
+    pub fn investigation_usage(&self, team: &str, report: &crate::agent::Report) {
+        let u = &report.usage;
+        let tokens = |kind: &str| TokenLabels { team: team.into(), kind: kind.into() };
+        self.llm_tokens.get_or_create(&tokens("prompt")).inc_by(u.prompt_tokens);
+        self.llm_tokens.get_or_create(&tokens("completion")).inc_by(u.completion_tokens);
+        let team = TeamLabel { team: team.into() };
+        self.llm_cost.get_or_create(&team).inc_by(u.cost_usd);
+        self.tool_calls.get_or_create(&team).inc_by(u64::from(u.tool_calls));
+        if report.root_cause.is_some() {
+            self.minutes_saved.get_or_create(&team).inc_by(u64::from(report.manual_minutes.unwrap_or(0)));
         }
     }
 

@@ -607,6 +607,20 @@ async fn inquest_all_investigates_through_the_registry_and_answers_a_follow_up()
     assert_eq!(answered["data"]["answer"], "It echoed the word `orders`, taken from the alert's label.");
     assert_eq!(answered["data"]["evidence"][0]["calls"], json!(["c1"]), "an earlier call may be cited");
     assert_eq!(llm.violations(), Vec::<String>::new());
+
+    // Token use, cost and calls per team.
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |line: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{line} in {metrics}"))
+    };
+    assert!(value("inquest_llm_tokens_total{team=\"data\",kind=\"prompt\"}") > 0.0);
+    assert_eq!(value("inquest_investigation_tool_calls_total{team=\"data\"}"), 2.0);
+    assert_eq!(value("inquest_minutes_saved_total{team=\"data\"}"), 15.0);
 }
 
 /// Polls the investigation list until `found` picks something (30 s at most).

@@ -165,6 +165,7 @@ findings:
         planner: None,
         approvals: None,
         simulated_work: Duration::ZERO,
+        metrics: None,
     };
     let store: Arc<dyn Store> = Arc::new(store);
     let outcome = investigator.investigate(&WorkContext::detached(investigation, store)).await.unwrap();

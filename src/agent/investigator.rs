@@ -45,6 +45,8 @@ pub struct AgentInvestigator {
     pub approvals: Option<Arc<dyn Approvals>>,
     /// Extra time spent before the work (tests and demos of leases and shutdown).
     pub simulated_work: Duration,
+    /// Where token use, cost and tool calls are counted per team.
+    pub metrics: Option<crate::telemetry::Metrics>,
 }
 
 #[async_trait]
@@ -115,6 +117,9 @@ impl Investigator for AgentInvestigator {
             return Ok(WorkOutcome { events, summary: "nothing to investigate with".into() });
         };
         info!(investigation = %inv.id, calls = outcome.calls.len(), root_cause = ?outcome.report.root_cause, "investigated");
+        if let Some(m) = &self.metrics {
+            m.investigation_usage(&inv.team, &outcome.report);
+        }
         events.extend(outcome.events);
         // Questions asked while it waited in the queue.
         if !prior.questions.is_empty() {
@@ -191,6 +196,12 @@ impl AgentInvestigator {
             };
             let Some(outcome) = inquiry::investigate(setup).await else { continue };
             first_call += outcome.calls.len();
+            if let Some(m) = &self.metrics {
+                // An answer costs tokens; it saves no further manual minutes.
+                let mut spent = outcome.report.clone();
+                spent.root_cause = None;
+                m.investigation_usage(&ctx.investigation.team, &spent);
+            }
             let mut answered = outcome.report.to_json();
             answered["question_seq"] = json!(seq);
             answered["question"] = json!(question);
