@@ -48,6 +48,9 @@ pub struct Script {
     pub forbidden: Vec<String>,
     /// Consulted before `turns`.
     pub responder: Option<Responder>,
+    /// Count requests without keeping their bodies (`requests()` gives nulls), so a
+    /// benchmark's many conversations do not pile up in memory.
+    pub forget_bodies: bool,
 }
 
 impl Script {
@@ -62,6 +65,11 @@ impl Script {
 
     pub fn forbid(mut self, text: impl Into<String>) -> Script {
         self.forbidden.push(text.into());
+        self
+    }
+
+    pub fn forget_bodies(mut self) -> Script {
+        self.forget_bodies = true;
         self
     }
 
@@ -148,6 +156,7 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
     let index = {
         let mut requests = lock(&shared.requests);
         let recorded = match &parsed {
+            _ if shared.script.forget_bodies => Value::Null,
             Ok(v) => v.clone(),
             Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
         };
