@@ -640,13 +640,14 @@ async fn wait_answer(http: &reqwest::Client, base: &str, id: &str, seq: i64) -> 
     for _ in 0..300 {
         let detail: Value =
             http.get(format!("{base}/v1/investigations/{id}")).send().await.unwrap().json().await.unwrap();
+        // The row and the log are read one after the other: wait for both to agree.
         if let Some(e) = detail["events"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["kind"] == "question.answered" && e["data"]["question_seq"] == seq)
+            && detail["state"] == "completed"
         {
-            assert_eq!(detail["state"], "completed", "{detail}");
             return e.clone();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
