@@ -272,16 +272,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
     info!(playbooks = playbooks.len(), planner = planner.is_some(), "investigator ready");
 
     let td = &config.identity.trust_domain;
-    if matches!(config.identity.svid, SvidConfig::Dev) {
-        let (data_dir, td_owned) = (config.data_dir.clone(), td.clone());
-        tokio::task::spawn_blocking(move || devca::ensure_dev_identities(&data_dir, &td_owned))
-            .await
-            .map_err(|e| AppError::Identity(e.to_string()))?
-            .map_err(|e| AppError::Identity(e.to_string()))?;
-    }
-    let identity = svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, "agent"))
-        .await
-        .map_err(|e| AppError::Identity(e.to_string()))?;
+    let identity = role_identity(config, "agent").await?;
     let mut peers = vec![devca::role_id(td, "registry"), format!("spiffe://{td}/server/*")];
     peers.extend(config.identity.extra_peers.iter().cloned());
     let http = mtls::http_client(identity, peers).map_err(|e| AppError::Identity(e.to_string()))?;
@@ -363,6 +354,12 @@ fn serve_public(
 
 /// This process's SVID source: generated development identities unless configured.
 async fn mesh_identity(config: &Config, role: Role) -> Result<Arc<dyn svid::SvidSource>, AppError> {
+    role_identity(config, role.identity()).await
+}
+
+/// The SVID source of `path` (`agent`, `registry`, `server/airflow`) in the trust
+/// domain, generating the development identities first when they are the source.
+async fn role_identity(config: &Config, path: &str) -> Result<Arc<dyn svid::SvidSource>, AppError> {
     let td = &config.identity.trust_domain;
     if matches!(config.identity.svid, SvidConfig::Dev) {
         let data_dir = config.data_dir.clone();
@@ -373,7 +370,7 @@ async fn mesh_identity(config: &Config, role: Role) -> Result<Arc<dyn svid::Svid
             .map_err(|e| AppError::Identity(e.to_string()))?
             .map_err(|e| AppError::Identity(e.to_string()))?;
     }
-    svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, role.identity()))
+    svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, path))
         .await
         .map_err(|e| AppError::Identity(e.to_string()))
 }
@@ -401,18 +398,7 @@ async fn server_deps(
     binds: Vec<std::net::SocketAddr>,
 ) -> Result<(Arc<dyn svid::SvidSource>, mcp::Deps), AppError> {
     let td = &config.identity.trust_domain;
-    if matches!(config.identity.svid, SvidConfig::Dev) {
-        let data_dir = config.data_dir.clone();
-        let td_owned = td.clone();
-        tokio::task::spawn_blocking(move || devca::ensure_dev_identities(&data_dir, &td_owned))
-            .await
-            .map_err(|e| AppError::Identity(e.to_string()))?
-            .map_err(|e| AppError::Identity(e.to_string()))?;
-    }
-    let identity =
-        svid::source_from_config(&config.identity, &config.data_dir, &devca::role_id(td, &format!("server/{id}")))
-            .await
-            .map_err(|e| AppError::Identity(e.to_string()))?;
+    let identity = role_identity(config, &format!("server/{id}")).await?;
     let http = mtls::http_client(identity.clone(), vec![devca::role_id(td, "registry")])
         .map_err(|e| AppError::Identity(e.to_string()))?;
     let jwt = match &config.identity.oidc {

@@ -314,10 +314,7 @@ pub fn clip(result: &Value) -> Value {
     if text.len() <= RESULT_CHARS {
         return result.clone();
     }
-    let mut end = RESULT_CHARS;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = text.floor_char_boundary(RESULT_CHARS);
     json!({"truncated": true, "chars": text.len(), "head": &text[..end]})
 }
 

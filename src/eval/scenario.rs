@@ -6,7 +6,6 @@
 //! all of a folder's mistakes are reported at once.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,24 +96,9 @@ pub struct Expect {
     pub not_conclude: Vec<String>,
 }
 
-/// One mistake in a scenario file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: String,
-    pub line: Option<u64>,
-    /// Where in the file, as a path: `responses[2].tool`.
-    pub field: String,
-    pub why: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.field, self.why),
-            None => write!(f, "{}: {}: {}", self.file, self.field, self.why),
-        }
-    }
-}
+/// One mistake in a scenario file: the playbooks' kind, `file:line: field: why`, with
+/// the field a path into the scenario (`responses[2].tool`).
+pub use crate::playbook::Problem;
 
 /// The scenario files in `dir`: its `*.yaml` and `*.yml` files in name order.
 /// Subfolders are not read, so scenarios kept apart stay apart.
