@@ -13,8 +13,9 @@
 //! concurrency part is the same).
 //!
 //! The investigation is the Spark one of the integration tests (tests/agent.rs), made
-//! as the investigator makes it (src/agent/investigator.rs): a `SessionManager` of its
-//! own (connect, list tools), then `inquiry::investigate`. The alert is
+//! as the investigator makes it (src/agent/investigator.rs): a `SessionManager` from
+//! the process's `SessionPool` (connect and list tools the first time, reuse after),
+//! then `inquiry::investigate`. The alert is
 //! `SparkExecutorOOM` for the run whose task died of `OutOfMemoryError`; the playbook
 //! `spark-executor-oom` calls three tools in one wave (concurrently); then the planner
 //! takes two model turns: the first asks for `spark__get_application`, the second
@@ -49,10 +50,11 @@
 //! shown for comparison. Overhead has no target: it is printed, not judged.
 //!
 //! Part 2, concurrency (the model waits 500 ms before every answer): one investigation
-//! alone (median of 3, session setup included), then 200 at once, each a tokio task on
-//! the multi-thread runtime (one worker per core) with its own `SessionManager`, all
-//! sharing the `Planner` (and so one async-openai client) and the targets' HTTP client,
-//! as the investigator does. Targets: every one of the 200 ends with a planner report
+//! alone (median of 3 on one pool: the first opens the session, the median reuses
+//! it), then 200 at once on a new pool and a new HTTP client (so the burst pays for
+//! connecting), each a tokio task on the multi-thread runtime (one worker per core)
+//! with its own `SessionManager` from that pool, all sharing the `Planner` (and so one
+//! async-openai client), as the investigator does. Targets: every one of the 200 ends with a planner report
 //! whose root cause is `out_of_memory`; the wall time of the 200 is within 1.5x the
 //! single investigation's; the process's peak RSS (`VmHWM` of /proc/self/status, over
 //! the whole run) is under 300 MB. The peak counts the MCP server and the scripted LLM
@@ -87,7 +89,7 @@ use async_trait::async_trait;
 use inquest::agent::inquiry::{self, Setup};
 use inquest::agent::investigator::tool_infos;
 use inquest::agent::report::Mode;
-use inquest::agent::{Limits, Redactor, SessionManager, Target};
+use inquest::agent::{Limits, Redactor, SessionManager, SessionPool, Target};
 use inquest::config::LlmConfig;
 use inquest::mcp::Domain;
 use inquest::planner::{Budget, ChatModel, LlmError, OpenAiModel, Planner, Prompts};
@@ -215,6 +217,9 @@ fn union(mut spans: Vec<(Instant, Instant)>) -> Duration {
 #[derive(Clone)]
 struct Env {
     targets: Vec<Target>,
+    /// The agent process's sessions, shared by its investigations as the investigator
+    /// shares them.
+    pool: Arc<SessionPool>,
     playbooks: Vec<Playbook>,
     alert: AlertContext,
 }
@@ -223,7 +228,8 @@ struct Env {
 struct Sample {
     /// Session setup plus the inquiry.
     total: Duration,
-    /// `SessionManager::new` and `tool_infos`: connect, initialize, list tools.
+    /// `SessionPool::manager` and `tool_infos`: connect, initialize, list tools when
+    /// the pool has no session yet, else the kept listing.
     setup: Duration,
     inquiry: Duration,
     model: Duration,
@@ -244,7 +250,7 @@ struct Sample {
 
 async fn investigate(env: &Env, planner: &Planner) -> Result<Sample> {
     let started = Instant::now();
-    let sessions = SessionManager::new(env.targets.clone(), Limits::default());
+    let sessions = env.pool.manager(env.targets.clone());
     let tools = tool_infos(&sessions).await;
     ensure!(!tools.is_empty(), "the Spark server listed no tools");
     let setup = started.elapsed();
@@ -572,7 +578,8 @@ impl Burst {
     }
 }
 
-/// `CONCURRENT` investigations at once, each its own task and `SessionManager`.
+/// `CONCURRENT` investigations at once, each its own task and `SessionManager` (from
+/// the one pool).
 async fn burst_once(env: &Arc<Env>, planner: &Arc<Planner>) -> (f64, Vec<Sample>, Vec<String>) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENT)
@@ -598,7 +605,12 @@ async fn burst_once(env: &Arc<Env>, planner: &Arc<Planner>) -> (f64, Vec<Sample>
 async fn burst(servers: &Handle, backend: &Backend, base: &Env, app: &str, history_pid: &str) -> Result<Burst> {
     let llm = llm(servers, app, LATENCY).await?;
     let fresh = || -> Result<(Arc<Env>, Arc<Planner>)> {
-        Ok((Arc::new(Env { targets: vec![backend.target()?], ..base.clone() }), Arc::new(new_planner(&llm)?)))
+        let env = Env {
+            targets: vec![backend.target()?],
+            pool: Arc::new(SessionPool::new(Limits::default())),
+            ..base.clone()
+        };
+        Ok((Arc::new(env), Arc::new(new_planner(&llm)?)))
     };
     let (env, planner) = fresh()?;
     let mut singles = Vec::new();
@@ -826,7 +838,12 @@ async fn run(opts: Options, servers: Handle) -> Result<()> {
             .into_iter()
             .collect(),
     };
-    let env = Env { targets: vec![real.shared_target()], playbooks, alert };
+    let env = Env {
+        targets: vec![real.shared_target()],
+        pool: Arc::new(SessionPool::new(Limits::default())),
+        playbooks,
+        alert,
+    };
     warm_up(&servers, &env, &app, &opts).await?;
     if opts.overhead {
         overhead(&servers, &env, &app, &opts).await?;

@@ -36,7 +36,9 @@
 //!   wall time until every request has its 202, then the store is counted.
 //!
 //! Targets: SQLite >= 5,000 durable alerts/s with p99 < 50 ms per payload size; storm
-//! under 60 s with exactly 500 investigations and no alert lost. Missed speed targets
+//! under 60 s with exactly 500 investigations and no alert lost. The closed-loop rows
+//! judge the rate only (their latency is queueing at saturation); the paced rows,
+//! offered exactly 5,000 alerts/s, judge the rate and p99. Missed speed targets
 //! print FAIL and still exit 0; a failed storm check (or a scenario that could not run)
 //! exits 1.
 //!
@@ -1209,7 +1211,7 @@ fn print_throughput_header(plan: &Plan) {
         secs(plan.measure)
     );
     println!(
-        "target (sqlite): >= {} durable alerts/s and p99 < {} ms for each payload size",
+        "target (sqlite): >= {} durable alerts/s and p99 < {} ms for each payload size; max rows judge the rate, paced rows the rate and p99",
         thousands(TARGET_ALERTS_PER_S),
         TARGET_P99.as_millis()
     );
@@ -1245,8 +1247,17 @@ fn report_throughput(name: &str, size: usize, result: Result<Throughput>) -> boo
         Some(n) => format!("LOST {}", t.tally.accepted_alerts as i64 - n),
     };
     let target = if name == Backend::Sqlite.name() {
-        let pass = t.alerts_per_s() >= t.rate_needed() && p99 < TARGET_P99 && t.tally.errors == 0 && t.tally.ok > 0;
-        if pass { "PASS".to_string() } else { format!("FAIL ({})", shortfall(&t, p99)) }
+        // Closed loop, latency is Little's law over 64 always-waiting senders, not a
+        // property of the server at the target rate: those rows judge the rate only,
+        // and the paced rows (offered exactly the target rate) judge p99.
+        let latency_judged = matches!(t.load, Load::Paced { .. });
+        let rate_ok = t.alerts_per_s() >= t.rate_needed() && t.tally.errors == 0 && t.tally.ok > 0;
+        let pass = rate_ok && (!latency_judged || p99 < TARGET_P99);
+        match (pass, latency_judged) {
+            (true, true) => "PASS".to_string(),
+            (true, false) => "PASS (rate; p99 is judged paced)".to_string(),
+            (false, _) => format!("FAIL ({})", shortfall(&t, p99)),
+        }
     } else {
         "-".to_string()
     };
@@ -1279,7 +1290,7 @@ fn shortfall(t: &Throughput, p99: Duration) -> String {
     if t.alerts_per_s() < t.rate_needed() {
         parts.push(format!("alerts/s at {:.0}% of target", t.alerts_per_s() / TARGET_ALERTS_PER_S * 100.0));
     }
-    if p99 >= TARGET_P99 {
+    if p99 >= TARGET_P99 && matches!(t.load, Load::Paced { .. }) {
         parts.push(format!("p99 {:.1}x the limit", p99.as_secs_f64() / TARGET_P99.as_secs_f64()));
     }
     if t.tally.errors > 0 {

@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 
 use crate::agent::approval::RegistryApprovals;
-use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery};
+use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery, SessionPool};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
 use crate::engine::Runner;
@@ -298,7 +298,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
     Ok(AgentInvestigator {
         playbooks,
         discovery: Arc::new(discovery),
-        limits,
+        sessions: Arc::new(SessionPool::new(limits)),
         planner,
         approvals: Some(Arc::new(approvals)),
         simulated_work: config.engine.simulated_work,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use inquest::agent::{Limits, SessionError, SessionManager, Target};
+use inquest::agent::{Limits, SessionError, SessionManager, SessionPool, Target};
 use inquest::playbook::{self, AlertContext, StepOutcome};
 use serde_json::json;
 
@@ -37,6 +37,30 @@ async fn tools_are_namespaced_and_calls_reuse_the_session() {
     }
     assert_eq!(m.connects(), 1, "one session for the listing and every call");
     assert!(matches!(m.call("nope", "echo", Default::default(), None).await, Err(SessionError::UnknownServer(_))));
+}
+
+#[tokio::test]
+async fn investigations_of_one_process_share_a_session_and_its_listing() {
+    let a = FakeMcp::start(&["echo"]).await;
+    let pool = SessionPool::new(limits());
+    let first = pool.manager(vec![target("airflow", &a.url, true)]);
+    let second = pool.manager(vec![target("airflow", &a.url, true)]);
+    let (one, two) = tokio::join!(first.tools(), second.tools());
+    assert_eq!(one.len(), 1);
+    assert_eq!(two.len(), 1);
+    let args = json!({"text": "x"}).as_object().unwrap().clone();
+    first.call("airflow", "echo", args.clone(), None).await.unwrap();
+    second.call("airflow", "echo", args, None).await.unwrap();
+    assert_eq!(first.connects(), 1, "two investigations, one session");
+    assert_eq!(second.connects(), 1);
+    // The listing is kept: a changed list shows only once it is older than its TTL.
+    a.set_tools(&["echo", "clear_task"]);
+    assert_eq!(pool.manager(vec![target("airflow", &a.url, true)]).tools().await.len(), 1);
+    // Another server under the same name is another entry.
+    let b = FakeMcp::start(&["echo", "clear_task"]).await;
+    let third = pool.manager(vec![target("airflow", &b.url, true)]);
+    assert_eq!(third.tools().await.len(), 2);
+    assert_eq!(third.connects(), 1);
 }
 
 #[tokio::test]
@@ -161,7 +185,7 @@ findings:
     let investigator = AgentInvestigator {
         playbooks,
         discovery: Arc::new(FixedDiscovery(vec![target("fake", &server.url, true)])),
-        limits: limits(),
+        sessions: Arc::new(SessionPool::new(limits())),
         planner: None,
         approvals: None,
         simulated_work: Duration::ZERO,

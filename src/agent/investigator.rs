@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::approval::Approvals;
 use super::inquiry::{self, Setup, Waits};
-use super::sessions::{Limits, SessionManager, Target};
+use super::sessions::{SessionManager, SessionPool, Target};
 use crate::engine::work::WorkOutcome;
 use crate::engine::{EventBody, Investigator, PlaceholderInvestigator, WorkContext, WorkError};
 use crate::planner::{Planner, ToolInfo};
@@ -39,7 +39,8 @@ impl Discovery for FixedDiscovery {
 pub struct AgentInvestigator {
     pub playbooks: Vec<Playbook>,
     pub discovery: Arc<dyn Discovery>,
-    pub limits: Limits,
+    /// The process's sessions, shared by every investigation it runs.
+    pub sessions: Arc<SessionPool>,
     pub planner: Option<Arc<Planner>>,
     /// Where calls that need a person's approval wait; none: they fail with the link.
     pub approvals: Option<Arc<dyn Approvals>>,
@@ -146,7 +147,7 @@ impl AgentInvestigator {
                     "servers.discovered",
                     json!({"servers": targets.iter().map(|t| json!({"name": t.name, "url": t.url, "trusted": t.trusted})).collect::<Vec<_>>()}),
                 ));
-                Some(SessionManager::new(targets, self.limits.clone()))
+                Some(self.sessions.manager(targets))
             }
             Err(why) => {
                 events.push(EventBody::new("servers.unavailable", json!({"why": why})));

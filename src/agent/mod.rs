@@ -30,4 +30,4 @@ pub use discovery::RegistryDiscovery;
 pub use investigator::{AgentInvestigator, Discovery, FixedDiscovery};
 pub use redact::Redactor;
 pub use report::Report;
-pub use sessions::{Limits, SessionError, SessionManager, Target};
+pub use sessions::{Limits, SessionError, SessionManager, SessionPool, Target};

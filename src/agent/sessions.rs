@@ -1,5 +1,6 @@
-//! MCP sessions to the servers an investigation may use: one pooled session per
-//! server (not one per call), both protocol revisions (`ClientLifecycleMode::Auto`),
+//! MCP sessions to the servers an investigation may use: one session per server for
+//! the whole agent process (not one per call, nor one per investigation; see
+//! [`SessionPool`]), both protocol revisions (`ClientLifecycleMode::Auto`),
 //! a per-call timeout under a hard maximum, retries for read-only tools only, and a
 //! circuit breaker per server.
 //!
@@ -98,37 +99,78 @@ impl SessionError {
     }
 }
 
+/// How long a server's tool listing is used before it is asked again. Policy changes
+/// reach the agent within this (the server refuses a withdrawn tool at once anyway).
+const LISTING_TTL: Duration = Duration::from_secs(30);
+
 struct Server {
     target: Target,
     session: tokio::sync::Mutex<Option<Arc<Client>>>,
     breaker: Mutex<Breaker>,
     /// Tools whose `readOnlyHint` is true, from the last listing (trusted servers only).
     read_only: Mutex<HashSet<String>>,
-}
-
-/// Sessions to every permitted server of one investigation (or one agent).
-pub struct SessionManager {
-    servers: HashMap<String, Arc<Server>>,
-    limits: Limits,
+    /// The last listing and when it was taken.
+    listing: Mutex<Option<(Instant, Arc<Vec<Tool>>)>>,
+    /// Sessions opened to this server so far.
     connects: AtomicU64,
 }
 
-impl SessionManager {
-    pub fn new(targets: Vec<Target>, limits: Limits) -> SessionManager {
+/// The agent process's sessions: one entry per permitted server, shared by every
+/// investigation. Two hundred investigations at once use one MCP session (and its
+/// pooled connections) per server instead of two hundred handshakes, initializes and
+/// listings, and a server's circuit breaker sees every investigation's failures.
+///
+/// An entry is keyed by the server's name, URL and trust; the first target's HTTP
+/// client is the one kept (every target discovery hands out carries the agent's own).
+pub struct SessionPool {
+    limits: Limits,
+    servers: Mutex<HashMap<(String, String, bool), Arc<Server>>>,
+}
+
+impl SessionPool {
+    pub fn new(limits: Limits) -> SessionPool {
+        SessionPool { limits, servers: Mutex::new(HashMap::new()) }
+    }
+
+    /// The sessions to `targets`, for one investigation: shared entries, opened on
+    /// first use.
+    pub fn manager(&self, targets: Vec<Target>) -> SessionManager {
+        let limits = &self.limits;
+        let mut pool = self.servers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let servers = targets
             .into_iter()
             .map(|target| {
-                let breaker = Breaker::new(limits.breaker_failures, limits.breaker_cooldown);
-                let server = Server {
-                    target: target.clone(),
-                    session: tokio::sync::Mutex::new(None),
-                    breaker: Mutex::new(breaker),
-                    read_only: Mutex::new(HashSet::new()),
-                };
-                (target.name, Arc::new(server))
+                let key = (target.name.clone(), target.url.clone(), target.trusted);
+                let server = pool
+                    .entry(key)
+                    .or_insert_with(|| {
+                        Arc::new(Server {
+                            target: target.clone(),
+                            session: tokio::sync::Mutex::new(None),
+                            breaker: Mutex::new(Breaker::new(limits.breaker_failures, limits.breaker_cooldown)),
+                            read_only: Mutex::new(HashSet::new()),
+                            listing: Mutex::new(None),
+                            connects: AtomicU64::new(0),
+                        })
+                    })
+                    .clone();
+                (target.name, server)
             })
             .collect();
-        SessionManager { servers, limits, connects: AtomicU64::new(0) }
+        SessionManager { servers, limits: limits.clone() }
+    }
+}
+
+/// Sessions to every permitted server of one investigation.
+pub struct SessionManager {
+    servers: HashMap<String, Arc<Server>>,
+    limits: Limits,
+}
+
+impl SessionManager {
+    /// Sessions of their own (not shared with any other manager).
+    pub fn new(targets: Vec<Target>, limits: Limits) -> SessionManager {
+        SessionPool::new(limits).manager(targets)
     }
 
     /// Whether `server` is one of ours, whose annotations are believed.
@@ -136,26 +178,19 @@ impl SessionManager {
         self.servers.get(server).is_some_and(|s| s.target.trusted)
     }
 
-    /// How many sessions were opened so far (one per server unless one broke).
+    /// How many sessions were opened so far to this manager's servers (one per server
+    /// unless one broke), counting those other investigations opened.
     pub fn connects(&self) -> u64 {
-        self.connects.load(Ordering::Relaxed)
+        self.servers.values().map(|s| s.connects.load(Ordering::Relaxed)).sum()
     }
 
-    /// Every server's tools as `server__tool`, listed concurrently; a server that
-    /// cannot be listed is left out with a warning.
+    /// Every server's tools as `server__tool`, listed concurrently (a listing younger
+    /// than [`LISTING_TTL`] is reused); a server that cannot be listed is left out with
+    /// a warning.
     pub async fn tools(&self) -> Vec<(String, Tool)> {
         let lists = self.servers.values().map(|server| async move {
-            match self.session(server).await {
-                Ok(client) => match client.list_all_tools().await {
-                    Ok(tools) => {
-                        remember_read_only(server, &tools);
-                        tools.into_iter().map(|t| (format!("{}__{}", server.target.name, t.name), t)).collect()
-                    }
-                    Err(e) => {
-                        warn!(server = %server.target.name, error = %e, "listing tools failed");
-                        Vec::new()
-                    }
-                },
+            match self.listing(server).await {
+                Ok(tools) => tools.iter().map(|t| (format!("{}__{}", server.target.name, t.name), t.clone())).collect(),
                 Err(e) => {
                     warn!(server = %server.target.name, error = %e, "cannot list tools");
                     Vec::new()
@@ -252,6 +287,35 @@ impl SessionManager {
         }
     }
 
+    /// The server's tools: the last listing while it is fresh, else a new one.
+    async fn listing(&self, srv: &Server) -> Result<Arc<Vec<Tool>>, SessionError> {
+        let fresh = |srv: &Server| {
+            let listing = srv.listing.lock().ok()?;
+            listing.as_ref().filter(|(at, _)| at.elapsed() < LISTING_TTL).map(|(_, tools)| tools.clone())
+        };
+        if let Some(tools) = fresh(srv) {
+            return Ok(tools);
+        }
+        // Connecting lists the tools; an open session's listing may just be old.
+        let client = self.session(srv).await?;
+        if let Some(tools) = fresh(srv) {
+            return Ok(tools);
+        }
+        let tools = tokio::time::timeout(self.limits.connect_timeout, client.list_all_tools())
+            .await
+            .map_err(|_| SessionError::Transport {
+                server: srv.target.name.clone(),
+                tool: String::new(),
+                why: format!("listing tools took longer than {:?}", self.limits.connect_timeout),
+            })?
+            .map_err(|e| SessionError::Transport {
+                server: srv.target.name.clone(),
+                tool: String::new(),
+                why: format!("listing tools failed: {e}"),
+            })?;
+        Ok(remember(srv, tools))
+    }
+
     /// The server's session, connecting (and listing its tools) if there is none.
     async fn session(&self, srv: &Server) -> Result<Arc<Client>, SessionError> {
         let mut slot = srv.session.lock().await;
@@ -275,13 +339,14 @@ impl SessionManager {
                 .map_err(|_| connect_err(format!("no answer within {:?}", self.limits.connect_timeout)))?
                 .map_err(|e| connect_err(e.to_string()))?;
         let client = Arc::new(client);
-        self.connects.fetch_add(1, Ordering::Relaxed);
-        if target.trusted {
-            match tokio::time::timeout(self.limits.connect_timeout, client.list_all_tools()).await {
-                Ok(Ok(tools)) => remember_read_only(srv, &tools),
-                Ok(Err(e)) => warn!(server = %target.name, error = %e, "listing tools failed; no tool is retried"),
-                Err(_) => warn!(server = %target.name, "listing tools timed out; no tool is retried"),
+        srv.connects.fetch_add(1, Ordering::Relaxed);
+        // Listed once per connect: what is read-only (for retries) and what the planner sees.
+        match tokio::time::timeout(self.limits.connect_timeout, client.list_all_tools()).await {
+            Ok(Ok(tools)) => {
+                remember(srv, tools);
             }
+            Ok(Err(e)) => warn!(server = %target.name, error = %e, "listing tools failed; no tool is retried"),
+            Err(_) => warn!(server = %target.name, "listing tools timed out; no tool is retried"),
         }
         *slot = Some(client.clone());
         Ok(client)
@@ -305,18 +370,23 @@ impl ToolCaller for SessionManager {
     }
 }
 
-fn remember_read_only(srv: &Server, tools: &[Tool]) {
-    if !srv.target.trusted {
-        return;
+/// Keeps a listing (and, for a trusted server, which tools are read-only).
+fn remember(srv: &Server, tools: Vec<Tool>) -> Arc<Vec<Tool>> {
+    if srv.target.trusted {
+        let read_only = tools
+            .iter()
+            .filter(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint).unwrap_or(false))
+            .map(|t| t.name.to_string())
+            .collect();
+        if let Ok(mut r) = srv.read_only.lock() {
+            *r = read_only;
+        }
     }
-    let read_only = tools
-        .iter()
-        .filter(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint).unwrap_or(false))
-        .map(|t| t.name.to_string())
-        .collect();
-    if let Ok(mut r) = srv.read_only.lock() {
-        *r = read_only;
+    let tools = Arc::new(tools);
+    if let Ok(mut listing) = srv.listing.lock() {
+        *listing = Some((Instant::now(), tools.clone()));
     }
+    tools
 }
 
 /// The result as data: `structuredContent` when the server gives it, else the text

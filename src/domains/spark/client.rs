@@ -3,8 +3,11 @@
 //! Every request is a read, so each is retried through [`retry_read`] while the server
 //! is unreachable or overloaded; a 404 is an answer, not a failure, and is never retried.
 
+use std::sync::Arc;
+
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use super::config::SparkConfig;
 use super::model::{Application, Environment, Executor, Job, Stage, Task, TaskSummary, Version};
@@ -77,6 +80,8 @@ pub struct SparkClient {
     /// `<history_url>/api/v1/`, ending in a slash so relative paths join under it.
     api: Url,
     address: String,
+    /// Turns for requests in flight (`max_concurrent_requests`).
+    turns: Arc<Semaphore>,
 }
 
 impl SparkClient {
@@ -94,7 +99,8 @@ impl SparkClient {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let address = config.history_url.trim_end_matches('/').to_string();
-        Ok(SparkClient { http, api, address })
+        let turns = Arc::new(Semaphore::new(config.max_concurrent_requests.max(1)));
+        Ok(SparkClient { http, api, address, turns })
     }
 
     /// Where the server is, as errors name it.
@@ -213,6 +219,11 @@ impl SparkClient {
         let url =
             self.api.join(path).map_err(|e| ClientError::BadUrl { url: self.address.clone(), why: e.to_string() })?;
         let address = self.address.clone();
+        // Held until the body is read, so the connection is back in the pool first.
+        let _turn = self.turns.acquire().await.map_err(|_| ClientError::Unreachable {
+            address: address.clone(),
+            why: "the client is shutting down".into(),
+        })?;
         let response = self
             .http
             .get(url)
@@ -293,6 +304,39 @@ mod tests {
         let client = SparkClient::new(&config).unwrap();
         assert_eq!(client.api.as_str(), "http://127.0.0.1:18080/spark/api/v1/");
         assert_eq!(client.address(), "http://127.0.0.1:18080/spark");
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_configured_requests_are_in_flight() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Default)]
+        struct Seen {
+            now: AtomicUsize,
+            most: AtomicUsize,
+        }
+        let seen = Arc::new(Seen::default());
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/version",
+                axum::routing::get(|axum::extract::State(seen): axum::extract::State<Arc<Seen>>| async move {
+                    let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    seen.now.fetch_sub(1, Ordering::SeqCst);
+                    axum::Json(serde_json::json!({"spark": "4.3.0"}))
+                }),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = SparkConfig { history_url: url, max_concurrent_requests: 2, ..SparkConfig::default() };
+        let client = SparkClient::new(&config).unwrap();
+        let calls = (0..10).map(|_| client.version());
+        for answer in futures::future::join_all(calls).await {
+            assert_eq!(answer.unwrap().spark, "4.3.0");
+        }
+        assert_eq!(seen.most.load(Ordering::SeqCst), 2);
     }
 
     #[test]

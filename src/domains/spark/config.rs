@@ -15,11 +15,21 @@ pub struct SparkConfig {
     pub timeout: Duration,
     /// Most items any list tool returns, so one call cannot flood a model's context.
     pub max_items: usize,
+    /// Most requests in flight to the History Server at once; more wait their turn.
+    /// Its Jetty accepts few connections at a time (a burst of new ones sees SYNs
+    /// dropped and waits out TCP's retransmit timer), so a burst of tool calls queues
+    /// here, on kept-alive connections, instead.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for SparkConfig {
     fn default() -> Self {
-        SparkConfig { history_url: "http://127.0.0.1:18080".into(), timeout: Duration::from_secs(30), max_items: 200 }
+        SparkConfig {
+            history_url: "http://127.0.0.1:18080".into(),
+            timeout: Duration::from_secs(30),
+            max_items: 200,
+            max_concurrent_requests: 16,
+        }
     }
 }
 
@@ -45,6 +55,9 @@ impl SparkConfig {
         }
         if !(1..=10_000).contains(&self.max_items) {
             problems.push(("max_items".into(), "must be between 1 and 10000".into()));
+        }
+        if !(1..=1_000).contains(&self.max_concurrent_requests) {
+            problems.push(("max_concurrent_requests".into(), "must be between 1 and 1000".into()));
         }
         problems
     }
@@ -84,9 +97,14 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported() {
-        let config = SparkConfig { history_url: "ftp://x".into(), timeout: Duration::ZERO, max_items: 0 };
+        let config = SparkConfig {
+            history_url: "ftp://x".into(),
+            timeout: Duration::ZERO,
+            max_items: 0,
+            max_concurrent_requests: 0,
+        };
         let keys: Vec<String> = config.validate().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["history_url", "timeout", "max_items"]);
+        assert_eq!(keys, ["history_url", "timeout", "max_items", "max_concurrent_requests"]);
     }
 
     #[test]
