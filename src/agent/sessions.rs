@@ -259,9 +259,12 @@ impl SessionManager {
             }
             Ok(Err(e)) => {
                 let error = SessionError::Transport { server: server.into(), tool: tool.into(), why: e.to_string() };
-                if client.is_closed() {
-                    // The next call connects afresh.
-                    srv.session.lock().await.take();
+                // The next call connects afresh: the session outlives this investigation,
+                // and one that broke (a restarted server, a dropped stream) must not fail
+                // every later investigation's calls. Only if no other call replaced it.
+                let mut slot = srv.session.lock().await;
+                if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, &client)) {
+                    slot.take();
                 }
                 return Err(error);
             }
