@@ -20,6 +20,7 @@ use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery, Sessi
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
 use crate::engine::Runner;
+use crate::github::{GithubStore, Reviewers, Webhooks};
 use crate::identity::mtls::{self, MtlsListener, MtlsPeer};
 use crate::identity::oidc::WebAuth;
 use crate::identity::{devca, svid};
@@ -146,6 +147,19 @@ pub async fn run(
             shutdown: shutdown.clone(),
         };
         router = router.merge(web::router(state));
+        // GitHub webhooks: stored by the route, applied to gates by the processor.
+        let hooks = Webhooks {
+            store: GithubStore::new(sql.clone()),
+            secrets: Arc::new(config.github.webhook_secrets.clone()),
+            reviewers: Arc::new(Reviewers {
+                approvers: config.github.approvers.clone(),
+                app_login: config.github.app_login.clone(),
+            }),
+            clock: clock.clone(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        router = router.merge(crate::github::webhook::router(hooks.clone()));
+        background.spawn(hooks.run(shutdown.child_token()));
         // The runner drains at the same time as the HTTP server: it stops claiming
         // as soon as shutdown begins.
         background.spawn(runner.run(shutdown.child_token()));

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domains;
 pub mod engine;
 pub mod eval;
+pub mod github;
 pub mod identity;
 pub mod intake;
 pub mod mcp;

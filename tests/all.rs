@@ -13,6 +13,7 @@ mod approvals;
 mod browser;
 mod durability;
 mod evals;
+mod github;
 mod jwt;
 mod llm_script;
 mod mcp_domains;

@@ -11,9 +11,9 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AgentConfig, BearerAuth, Config, EngineConfig, EpisodeConfig, GrafanaAuth, IdentityConfig, IntakeConfig, LlmConfig,
-    LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price, RegistryConfig, StoreConfig, SvidConfig,
-    TlsConfig,
+    AgentConfig, BearerAuth, Config, EngineConfig, EpisodeConfig, GithubConfig, GrafanaAuth, IdentityConfig,
+    IntakeConfig, LlmConfig, LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price, RegistryConfig,
+    StoreConfig, SvidConfig, TlsConfig,
 };
 
 /// Values given as command-line flags; they win over file and environment.
@@ -59,6 +59,8 @@ const LIST_KEYS: &[&str] = &[
     "identity.extra_peers",
     "registry.admins",
     "agent.redact",
+    "github.webhook_secrets",
+    "github.approvers",
 ];
 
 /// Every key a config may hold; prefixes ending in `.` hold maps of user-chosen keys.
@@ -132,6 +134,9 @@ const KNOWN_KEYS: &[&str] = &[
     "llm.max_time",
     "llm.max_tools",
     "llm.prices.",
+    "github.webhook_secrets",
+    "github.app_login",
+    "github.approvers",
 ];
 
 /// Loads file, environment and flags. `env` replaces the process environment (tests
@@ -280,9 +285,11 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     }
 
     let (agent, llm) = agent(&mut r);
+    let github = github(&mut r);
     let cfg = Config {
         agent,
         llm,
+        github,
         listen,
         mesh_listen,
         data_dir,
@@ -298,6 +305,30 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
+}
+
+fn github(r: &mut Reader<'_>) -> GithubConfig {
+    let github = GithubConfig {
+        webhook_secrets: r.secrets("github.webhook_secrets"),
+        app_login: r.or("github.app_login", "inquest[bot]".to_string()),
+        approvers: r.opt("github.approvers").unwrap_or_default(),
+    };
+    // GitHub logins: letters, digits and single hyphens; an app's ends in `[bot]`.
+    let login = |s: &str| {
+        let name = s.strip_suffix("[bot]").unwrap_or(s);
+        !name.is_empty() && name.len() <= 39 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !login(&github.app_login) {
+        r.error("github.app_login", format!("`{}` is not a GitHub login", github.app_login));
+    }
+    for (i, a) in github.approvers.iter().enumerate() {
+        if !login(a) {
+            r.error(&format!("github.approvers[{i}]"), format!("`{a}` is not a GitHub login"));
+        } else if a.eq_ignore_ascii_case(&github.app_login) {
+            r.error(&format!("github.approvers[{i}]"), "the app cannot approve its own changes");
+        }
+    }
+    github
 }
 
 fn agent(r: &mut Reader<'_>) -> (AgentConfig, Option<LlmConfig>) {

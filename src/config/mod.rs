@@ -43,6 +43,21 @@ pub struct Config {
     pub agent: AgentConfig,
     /// `[llm]`: the planner's model; absent, investigations run on playbooks alone.
     pub llm: Option<LlmConfig>,
+    /// `[github]`: webhooks and the approval gates of drafted pull requests.
+    pub github: GithubConfig,
+}
+
+/// GitHub: who signs webhooks, who the app is, who may approve by review.
+#[derive(Debug, Clone, Serialize)]
+pub struct GithubConfig {
+    /// Secrets of `X-Hub-Signature-256`; any may match (rotation). None: the webhook
+    /// route refuses every delivery, since an unsigned one proves nothing.
+    #[serde(skip)]
+    pub webhook_secrets: Vec<SecretString>,
+    /// The app's login (`<app-slug>[bot]`): its own reviews never approve.
+    pub app_login: String,
+    /// GitHub logins whose approving review of the recorded head approves a gate.
+    pub approvers: Vec<String>,
 }
 
 /// How the agent investigates.
@@ -296,6 +311,11 @@ impl Config {
             "registry": self.registry,
             "servers": self.servers,
             "agent": self.agent,
+            "github": {
+                "webhook_secrets": secrets(&self.github.webhook_secrets),
+                "app_login": self.github.app_login,
+                "approvers": self.github.approvers,
+            },
             "llm": self.llm.as_ref().map(|l| {
                 let mut v = serde_json::to_value(l).unwrap_or_default();
                 v["api_key"] = serde_json::json!(l.api_key.as_ref().map(|_| "***"));

@@ -10,6 +10,7 @@ use utoipa::OpenApi;
     info(title = "Inquest", description = "Alert intake and investigations of the Inquest agent."),
     paths(
         crate::intake::routes::receive,
+        crate::github::webhook::receive,
         super::api::list,
         super::api::show,
         super::api::events,
@@ -20,6 +21,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         crate::intake::routes::Accepted,
+        crate::github::webhook::DeliveryAccepted,
         super::ApiError,
         super::api::InvestigationList,
         super::api::InvestigationDetail,
@@ -32,6 +34,7 @@ use utoipa::OpenApi;
     )),
     tags(
         (name = "intake", description = "Webhooks from alerting systems"),
+        (name = "webhooks", description = "Webhooks from GitHub: reviews and pushes that move approval gates"),
         (name = "investigations", description = "Investigations and their event logs"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -133,7 +133,7 @@ pub async fn run(mut cmd: Command, timeout: Duration) -> Output {
     }
 }
 
-fn cache_dir(name: &str) -> PathBuf {
+pub fn cache_dir(name: &str) -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache/inquest").join(name)
 }
@@ -142,7 +142,7 @@ fn cache_dir(name: &str) -> PathBuf {
 static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `npm install --prefix <dir> <packages>` unless `<dir>` holds a finished install of them.
-async fn npm_install(dir: &Path, packages: &[&str]) {
+pub async fn npm_install(dir: &Path, packages: &[&str]) {
     let _guard = INSTALL.lock().await;
     let marker = dir.join("installed.txt");
     let wanted = packages.join("\n");

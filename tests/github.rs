@@ -1,0 +1,283 @@
+//! GitHub webhooks and approval gates: the store on SQLite and PostgreSQL, and
+//! `POST /v1/webhooks/github` on the booted agent, fed GitHub's own example payloads
+//! (`@octokit/webhooks-examples`) signed as GitHub signs them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use inquest::github::gate::{Approval, Gate, GateState};
+use inquest::github::store::GithubStore;
+use inquest::intake::auth::hmac_sha256;
+use inquest::store::SqlStore;
+use serde_json::{Value, json};
+
+use crate::support::refclients::{cache_dir, npm_install};
+use crate::support::server::TestServer;
+
+const EXAMPLES: &str = "@octokit/webhooks-examples@7.6.1";
+const SECRET: &str = "a webhook secret";
+const HEAD: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+
+fn gate(repo: &str, number: u64, head: &str) -> Gate {
+    Gate {
+        repo: repo.into(),
+        number,
+        head_sha: head.into(),
+        requester_login: Some("alice".into()),
+        state: GateState::Pending,
+        approval: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The store, on both backends.
+
+async fn deliveries_are_stored_once_and_claimed_by_lease(s: &GithubStore) {
+    assert!(s.record_delivery("d1", "ping", "{}", 1_000).await.unwrap());
+    assert!(!s.record_delivery("d1", "ping", "{\"again\": 1}", 2_000).await.unwrap(), "a redelivery");
+    assert!(s.record_delivery("d2", "ping", "{}", 1_500).await.unwrap());
+    let lease = Duration::from_secs(60);
+    let first = s.claim_delivery(3_000, lease).await.unwrap().unwrap();
+    assert_eq!((first.id.as_str(), first.body.as_str()), ("d1", "{}"), "oldest first, the first body kept");
+    let second = s.claim_delivery(3_000, lease).await.unwrap().unwrap();
+    assert_eq!(second.id, "d2");
+    assert!(s.claim_delivery(3_000, lease).await.unwrap().is_none(), "both are held");
+    s.finish_delivery("d1", "done", 4_000).await.unwrap();
+    assert_eq!(s.delivery_outcome("d1").await.unwrap(), Some(Some("done".into())));
+    // d2's processor died: after its lease it is taken again; d1 never is.
+    let again = s.claim_delivery(3_000 + 60_001, lease).await.unwrap().unwrap();
+    assert_eq!(again.id, "d2");
+    assert_eq!(s.delivery_outcome("d2").await.unwrap(), Some(None));
+    assert_eq!(s.delivery_outcome("nope").await.unwrap(), None);
+}
+
+async fn gates_change_by_compare_and_set_with_a_log(s: &GithubStore) {
+    s.create_gate("g1", "inv1", &gate("Acme/ETL", 7, HEAD), 1_000).await.unwrap();
+    let stored = s.gate_of("acme/etl", 7).await.unwrap().expect("found whatever the case");
+    assert_eq!((stored.version, stored.gate.state), (1, GateState::Pending));
+    let approved = Gate {
+        state: GateState::Approved,
+        approval: Some(Approval::Review { review_id: 9, by: "bob".into() }),
+        ..stored.gate.clone()
+    };
+    assert!(s.save_gate("g1", &approved, 1, "bob approved", "webhook:d1", 2_000).await.unwrap());
+    assert!(!s.save_gate("g1", &approved, 1, "a stale write", "webhook:d2", 2_000).await.unwrap(), "version moved on");
+    let now = s.gate_of("acme/etl", 7).await.unwrap().unwrap();
+    assert_eq!((now.version, &now.gate), (2, &approved));
+    let log = s.gate_log("g1").await.unwrap();
+    let lines: Vec<(i64, GateState, &str)> = log.iter().map(|e| (e.version, e.state, e.source.as_str())).collect();
+    assert_eq!(lines, [(1, GateState::Pending, "created"), (2, GateState::Approved, "webhook:d1")]);
+    assert!(s.gate_of("acme/etl", 8).await.unwrap().is_none());
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test] async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/store.db", dir.path().display());
+                let sql = std::sync::Arc::new(inquest::store::SqlStore::open(&url, 4).await.unwrap());
+                super::$name(&inquest::github::GithubStore::new(sql.clone())).await;
+                sql.close().await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test] async fn $name() {
+                let db = crate::support::pg::TestDb::create().await;
+                let sql = std::sync::Arc::new(inquest::store::SqlStore::open(&db.url, 4).await.unwrap());
+                super::$name(&inquest::github::GithubStore::new(sql.clone())).await;
+                sql.close().await;
+            })*
+        }
+    };
+}
+
+both_backends!(deliveries_are_stored_once_and_claimed_by_lease, gates_change_by_compare_and_set_with_a_log);
+
+// ---------------------------------------------------------------------------------
+// The route and the processor, on the booted agent.
+
+/// GitHub's example payloads of `event`, by action.
+async fn examples(event: &str) -> Vec<Value> {
+    let dir = cache_dir("npm/webhooks-examples-7.6.1");
+    npm_install(&dir, &[EXAMPLES]).await;
+    let index = dir.join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(index).unwrap()).unwrap();
+    let entry = all.into_iter().find(|e| e["name"] == event).unwrap_or_else(|| panic!("no {event} examples"));
+    entry["examples"].as_array().unwrap().clone()
+}
+
+fn example(examples: &[Value], action: &str) -> Value {
+    examples.iter().find(|e| e["action"] == action).unwrap_or_else(|| panic!("no `{action}` example")).clone()
+}
+
+struct Hooks {
+    server: TestServer,
+    store: GithubStore,
+    sql: Arc<SqlStore>,
+    http: reqwest::Client,
+}
+
+impl Hooks {
+    async fn start(approvers: &str) -> Hooks {
+        let server = TestServer::start(&[
+            ("INQUEST_GITHUB__WEBHOOK_SECRETS", SECRET),
+            ("INQUEST_GITHUB__APPROVERS", approvers),
+            ("INQUEST_GITHUB__APP_LOGIN", "inquest-app[bot]"),
+        ])
+        .await;
+        // A second handle on the agent's own database, to set up and read gates.
+        let sql = Arc::new(SqlStore::open(&server.config.store.url, 2).await.unwrap());
+        Hooks { store: GithubStore::new(sql.clone()), sql, server, http: reqwest::Client::new() }
+    }
+
+    /// Posts `body` as delivery `id` of `event`, signed with `secret`.
+    async fn send(&self, id: &str, event: &str, body: &[u8], secret: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/webhooks/github", self.server.url))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", id)
+            .body(body.to_vec());
+        if let Some(secret) = secret {
+            req = req.header(
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(hmac_sha256(secret.as_bytes(), &[body]))),
+            );
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn signed(&self, id: &str, event: &str, payload: &Value) -> (u16, Value) {
+        self.send(id, event, payload.to_string().as_bytes(), Some(SECRET)).await
+    }
+
+    /// Waits until the processor recorded an outcome for `id`.
+    async fn outcome(&self, id: &str) -> String {
+        for _ in 0..200 {
+            if let Some(Some(outcome)) = self.store.delivery_outcome(id).await.unwrap() {
+                return outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("delivery {id} was not processed");
+    }
+
+    async fn stop(self) {
+        self.sql.close().await;
+        self.server.stop().await;
+    }
+}
+
+/// Every example of the events the gate follows is accepted and processed, and
+/// redelivering it changes nothing.
+#[tokio::test]
+async fn githubs_example_payloads_are_accepted_once() {
+    let hooks = Hooks::start("bob").await;
+    let mut n = 0;
+    for event in ["pull_request_review", "pull_request"] {
+        for (i, payload) in examples(event).await.iter().enumerate() {
+            let id = format!("{event}-{i}");
+            let (status, answer) = hooks.signed(&id, event, payload).await;
+            assert_eq!(status, 202, "{id} ({}): {answer}", payload["action"]);
+            assert_eq!(answer, json!({"delivery": id, "status": "queued"}));
+            let (status, answer) = hooks.signed(&id, event, payload).await;
+            assert_eq!((status, &answer["status"]), (200, &json!("duplicate")), "{id} redelivered");
+            let outcome = hooks.outcome(&id).await;
+            assert!(outcome.starts_with("ignored:"), "{id}: no gate exists, yet: {outcome}");
+            n += 1;
+        }
+    }
+    assert!(n >= 30, "only {n} examples");
+    hooks.stop().await;
+}
+
+#[tokio::test]
+async fn a_review_approves_a_push_asks_again_and_forgeries_change_nothing() {
+    let hooks = Hooks::start("bob,carol").await;
+    let reviews = examples("pull_request_review").await;
+    let pulls = examples("pull_request").await;
+    let submitted = example(&reviews, "submitted");
+    let repo = submitted["repository"]["full_name"].as_str().unwrap().to_string();
+    let number = submitted["pull_request"]["number"].as_u64().unwrap();
+    hooks.store.create_gate("g1", "inv1", &gate(&repo, number, HEAD), 1).await.unwrap();
+    let review = |id: u64, login: &str, state: &str, commit: &str| {
+        let mut p = submitted.clone();
+        p["review"]["id"] = json!(id);
+        p["review"]["user"]["login"] = json!(login);
+        p["review"]["user"]["type"] = json!("User");
+        p["review"]["state"] = json!(state);
+        p["review"]["commit_id"] = json!(commit);
+        p
+    };
+
+    // Signed with another secret, or not at all: 401, and nothing stored.
+    let forged = review(1, "bob", "approved", HEAD);
+    let body = forged.to_string();
+    let (status, answer) = hooks.send("f1", "pull_request_review", body.as_bytes(), Some("guessed")).await;
+    assert_eq!((status, &answer["error"]), (401, &json!("bad_signature")));
+    let (status, answer) = hooks.send("f2", "pull_request_review", body.as_bytes(), None).await;
+    assert_eq!((status, &answer["field"]), (401, &json!("X-Hub-Signature-256")));
+    assert_eq!(hooks.store.delivery_outcome("f1").await.unwrap(), None);
+    assert_eq!(hooks.store.delivery_outcome("f2").await.unwrap(), None);
+
+    // Bad input names what is wrong.
+    let mut broken = submitted.clone();
+    broken["review"].as_object_mut().unwrap().remove("commit_id");
+    let (status, answer) = hooks.signed("b1", "pull_request_review", &broken).await;
+    assert_eq!((status, &answer["field"]), (400, &json!("review.commit_id")));
+    let (status, answer) = hooks.send("", "pull_request_review", b"{}", Some(SECRET)).await;
+    assert_eq!((status, &answer["field"]), (400, &json!("X-GitHub-Delivery")));
+
+    // The requester and an older head do not approve; an allowed reviewer of the head does.
+    hooks.signed("r1", "pull_request_review", &review(11, "alice", "approved", HEAD)).await;
+    assert!(hooks.outcome("r1").await.contains("asked for this change"));
+    hooks.signed("r2", "pull_request_review", &review(12, "bob", "approved", "0000000")).await;
+    assert!(hooks.outcome("r2").await.contains("not the head"));
+    hooks.signed("r3", "pull_request_review", &review(13, "Carol", "approved", HEAD)).await;
+    assert_eq!(hooks.outcome("r3").await, "approved: Carol approved ec26c3e in a review");
+    let approved = hooks.store.gate_of(&repo, number).await.unwrap().unwrap();
+    assert_eq!(approved.gate.approval, Some(Approval::Review { review_id: 13, by: "Carol".into() }));
+
+    // A redelivery of the approval changes nothing, not even the version.
+    let (status, _) = hooks.signed("r3", "pull_request_review", &review(13, "Carol", "approved", HEAD)).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hooks.store.gate_of(&repo, number).await.unwrap().unwrap().version, approved.version);
+
+    // A push takes the approval back.
+    let mut push = example(&pulls, "synchronize");
+    push["repository"]["full_name"] = json!(repo);
+    push["pull_request"]["number"] = json!(number);
+    push["pull_request"]["head"]["sha"] = json!("feedface00000000000000000000000000000000");
+    hooks.signed("p1", "pull_request", &push).await;
+    assert!(hooks.outcome("p1").await.starts_with("pending:"));
+    let after = hooks.store.gate_of(&repo, number).await.unwrap().unwrap();
+    assert_eq!(
+        (after.gate.state, after.gate.head_sha.as_str(), &after.gate.approval),
+        (GateState::Pending, "feedface00000000000000000000000000000000", &None)
+    );
+    let sources: Vec<String> = hooks.store.gate_log("g1").await.unwrap().into_iter().map(|e| e.source).collect();
+    assert_eq!(sources, ["created", "webhook:r3", "webhook:p1"]);
+    hooks.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_secret_every_delivery_is_refused() {
+    let server = TestServer::start(&[]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/github", server.url))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "x")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"], "not_configured");
+    server.stop().await;
+}
