@@ -281,3 +281,136 @@ async fn without_a_secret_every_delivery_is_refused() {
     assert_eq!(answer["error"], "not_configured");
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------
+// The drafter, against an in-memory code host that can be killed after any write.
+
+mod drafting {
+    use std::sync::Arc;
+
+    use inquest::clock::SystemClock;
+    use inquest::github::draft::{self, DraftPlan, FileEdit};
+    use inquest::github::drafter::{DraftError, Drafter};
+    use inquest::github::gate::GateState;
+    use inquest::github::store::GithubStore;
+    use inquest::store::SqlStore;
+
+    use crate::support::codehost::FakeHost;
+
+    const CONF: &str = "jobs/etl/spark-defaults.conf";
+
+    fn plan() -> DraftPlan {
+        DraftPlan {
+            investigation_id: "inv1".into(),
+            n: 1,
+            repo: "acme/etl".into(),
+            base: "main".into(),
+            title: "Give etl more executor memory".into(),
+            summary: "Executors ran out of memory (c1, c4).".into(),
+            thread_url: "http://127.0.0.1:7400/investigations/inv1".into(),
+            labels: vec!["inquest".into(), "remediation".into()],
+            edits: vec![FileEdit::Replace {
+                path: CONF.into(),
+                find: r"spark\.executor\.memory\s+\S+".into(),
+                replace: "spark.executor.memory 8g".into(),
+            }],
+            requester_login: Some("alice".into()),
+            created_at: "2026-11-27T05:00:00Z".into(),
+        }
+    }
+
+    async fn store() -> (GithubStore, Arc<SqlStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/store.db", dir.path().display());
+        let sql = Arc::new(SqlStore::open(&url, 4).await.unwrap());
+        (GithubStore::new(sql.clone()), sql, dir)
+    }
+
+    fn drafter(host: &Arc<FakeHost>, store: &GithubStore) -> Drafter {
+        Drafter {
+            host: host.clone(),
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            author: ("Inquest".into(), "inquest@example.com".into()),
+        }
+    }
+
+    /// Killed after each of its five writes in turn (the write made, the step not yet stored), then
+    /// restarted: one commit on one branch, one draft PR, one comment, one gate.
+    #[tokio::test]
+    async fn a_drafter_killed_at_any_step_makes_everything_exactly_once() {
+        // The writes: the commit, the branch, the pull request, its labels, the comment.
+        for crash in 1..=5 {
+            let host = Arc::new(FakeHost::with_main(&[(CONF, "spark.executor.memory 4g\n"), ("README", "etl\n")]));
+            let main_before = host.state.lock().unwrap().branches["main"].clone();
+            let (store, sql, _dir) = store().await;
+            let id = store.create_draft("d1", &plan(), 1).await.unwrap();
+            assert_eq!(store.create_draft("d2", &plan(), 2).await.unwrap(), "d1", "one draft per (investigation, n)");
+            host.crash_after(Some(crash));
+            let first = drafter(&host, &store).run(&id).await;
+            let crashed = first.is_err();
+            // A new drafter (the restarted process) finishes it.
+            let outcome = drafter(&host, &store).run(&id).await.unwrap();
+            assert_eq!(outcome, "draft pull request #1 waits for an approval", "crash after write {crash}");
+            // And running it again changes nothing.
+            drafter(&host, &store).run(&id).await.unwrap();
+
+            let (head, number) = {
+                let s = host.state.lock().unwrap();
+                assert_eq!(s.branches["main"], main_before, "the base branch is never written");
+                let branches: Vec<&String> = s.branches.keys().filter(|b| b.starts_with("inquest/")).collect();
+                assert_eq!(branches, ["inquest/inv1/1"], "crash after write {crash}");
+                let head = s.branches["inquest/inv1/1"].clone();
+                let commit = &s.commits[&head];
+                assert_eq!(commit.parent.as_deref(), Some(main_before.as_str()));
+                assert_eq!(commit.files[CONF], "spark.executor.memory 8g\n");
+                assert_eq!(commit.files["README"], "etl\n");
+                assert_eq!(s.pulls.len(), 1, "crash after write {crash}");
+                let pull = &s.pulls[0];
+                assert!(pull.pr.draft && pull.pr.open);
+                assert_eq!((pull.base.as_str(), pull.pr.head_sha.as_str()), ("main", head.as_str()));
+                assert_eq!(pull.labels, ["inquest", "remediation"]);
+                assert_eq!(pull.comments.len(), 1, "crash after write {crash}: {:?}", pull.comments);
+                assert!(pull.pr.body.contains("<!-- inquest:draft "), "{}", pull.pr.body);
+                (head, pull.pr.number)
+            };
+            let gate = store.gate_of("acme/etl", number).await.unwrap().expect("a gate");
+            assert_eq!((gate.gate.state, &gate.gate.head_sha), (GateState::Pending, &head));
+            assert_eq!(gate.gate.requester_login.as_deref(), Some("alice"));
+            assert!(crashed, "the drafter was killed after write {crash}");
+            sql.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_branch_of_the_same_name_that_is_not_ours_is_left_alone() {
+        let host = Arc::new(FakeHost::with_main(&[(CONF, "spark.executor.memory 4g\n")]));
+        let main = host.state.lock().unwrap().branches["main"].clone();
+        host.state.lock().unwrap().branches.insert("inquest/inv1/1".into(), main.clone());
+        let (store, sql, _dir) = store().await;
+        let id = store.create_draft("d1", &plan(), 1).await.unwrap();
+        let err = drafter(&host, &store).run(&id).await.unwrap_err();
+        assert!(matches!(err, DraftError::Foreign(_)), "{err}");
+        {
+            let s = host.state.lock().unwrap();
+            assert_eq!(s.branches["inquest/inv1/1"], main, "not moved");
+            assert!(s.pulls.is_empty());
+        }
+        sql.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_change_the_base_already_holds_proposes_nothing() {
+        let host = Arc::new(FakeHost::with_main(&[(CONF, "spark.executor.memory 8g\n")]));
+        let (store, sql, _dir) = store().await;
+        let id = store.create_draft("d1", &plan(), 1).await.unwrap();
+        let outcome = drafter(&host, &store).run(&id).await.unwrap();
+        assert_eq!(outcome, "`main` already holds the change; nothing to propose");
+        {
+            let s = host.state.lock().unwrap();
+            assert_eq!((s.branches.len(), s.pulls.len()), (1, 0));
+        }
+        sql.close().await;
+        assert_eq!(draft::branch_name(&plan()), "inquest/inv1/1");
+    }
+}

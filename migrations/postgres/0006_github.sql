@@ -44,3 +44,18 @@ CREATE TABLE pr_gate_log (
     source   TEXT NOT NULL,
     PRIMARY KEY (gate_id, version)
 );
+
+-- A pull-request draft: what to propose (plan) and how far it got (progress), both
+-- JSON. The progress is written after every step, by compare-and-set on `version`,
+-- so a restarted drafter resumes at the step it had not finished.
+CREATE TABLE pr_drafts (
+    id               TEXT PRIMARY KEY,
+    investigation_id TEXT NOT NULL,
+    n                BIGINT NOT NULL,
+    plan             TEXT NOT NULL,
+    progress         TEXT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    version          BIGINT NOT NULL,
+    UNIQUE (investigation_id, n)
+);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::draft::{DraftPlan, DraftProgress};
 use super::gate::{Approval, Gate, GateState};
 use crate::store::SqlStore;
 
@@ -118,12 +119,14 @@ impl GithubStore {
         row.map(|r| r.try_get::<Option<String>, _>("outcome").map_err(GithubStoreError::from)).transpose()
     }
 
-    /// Stores a new gate (version 1) and its first log entry.
-    pub async fn create_gate(&self, id: &str, investigation_id: &str, gate: &Gate, now_ms: i64) -> Result<()> {
+    /// Stores a new gate (version 1) and its first log entry, unless the pull request
+    /// has a gate already; `true` if this made it.
+    pub async fn create_gate(&self, id: &str, investigation_id: &str, gate: &Gate, now_ms: i64) -> Result<bool> {
         let mut tx = self.store.write.begin().await?;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO pr_gates (id, investigation_id, repo, number, head_sha, requester_login, state, approval, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1)",
+             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) \
+             ON CONFLICT (repo, number) DO NOTHING",
         )
         .bind(id)
         .bind(investigation_id)
@@ -136,9 +139,67 @@ impl GithubStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         log(&mut tx, id, 1, gate, "the draft asks for an approval", "created", now_ms).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Stores a new draft (version 1) unless its investigation has draft `plan.n`
+    /// already; the id of the draft that is stored either way.
+    pub async fn create_draft(&self, id: &str, plan: &DraftPlan, now_ms: i64) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO pr_drafts (id, investigation_id, n, plan, progress, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, 1) ON CONFLICT (investigation_id, n) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&plan.investigation_id)
+        .bind(i64::from(plan.n))
+        .bind(json(plan)?)
+        .bind(json(&DraftProgress::default())?)
+        .bind(now_ms)
+        .execute(&self.store.write)
+        .await?;
+        let row = sqlx::query("SELECT id FROM pr_drafts WHERE investigation_id = $1 AND n = $2")
+            .bind(&plan.investigation_id)
+            .bind(i64::from(plan.n))
+            .fetch_one(&self.store.write)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// A draft's plan, progress and version.
+    pub async fn draft(&self, id: &str) -> Result<Option<(DraftPlan, DraftProgress, i64)>> {
+        let row = sqlx::query("SELECT plan, progress, version FROM pr_drafts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.store.write)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let plan: String = row.try_get("plan")?;
+        let progress: String = row.try_get("progress")?;
+        Ok(Some((parse(&plan, "plan")?, parse(&progress, "progress")?, row.try_get("version")?)))
+    }
+
+    /// Replaces a draft's progress if its version is still `expected_version`.
+    pub async fn save_progress(
+        &self,
+        id: &str,
+        progress: &DraftProgress,
+        expected_version: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pr_drafts SET progress = $1, updated_at = $2, version = version + 1 WHERE id = $3 AND version = $4",
+        )
+        .bind(json(progress)?)
+        .bind(now_ms)
+        .bind(id)
+        .bind(expected_version)
+        .execute(&self.store.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The gate of a pull request, if Inquest drafted it.
@@ -243,6 +304,14 @@ fn repo_key(repo: &str) -> String {
 /// Pull request numbers are far below `i64::MAX`; the column is signed.
 fn number(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| GithubStoreError::Corrupt(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| GithubStoreError::Corrupt(format!("{what}: {e}")))
 }
 
 fn approval_text(gate: &Gate) -> Result<Option<String>> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod airflow;
+pub mod codehost;
 pub mod mcp;
 pub mod oidc;
 pub mod openai;

@@ -1,0 +1,194 @@
+//! Carries a draft from its plan to a draft pull request waiting at its gate, one step
+//! at a time, storing the progress after every step before the next begins. A drafter
+//! that dies anywhere is replaced by one that reads the progress and repeats the step
+//! it had not recorded; each step is safe to repeat:
+//! - the commit carries the plan's date, so making it again gives the same commit;
+//! - a branch that exists is adopted only if it points at that commit (never moved:
+//!   someone else's branch is left alone and the draft stops);
+//! - a pull request that exists is adopted only if its body carries this change's marker;
+//! - labels are idempotent, the gate is created only if absent, and a comment is posted
+//!   only if no comment carries its marker.
+//!
+//! The base branch is only ever read.
+
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::codehost::{CodeHost, HostError, PullRequest, Signature};
+use super::draft::{self, DraftPlan, DraftProgress, PullRef, Step};
+use super::gate::{Gate, GateState};
+use super::store::{GithubStore, GithubStoreError};
+use crate::clock::Clock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DraftError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Store(#[from] GithubStoreError),
+    #[error("no draft `{0}`")]
+    Unknown(String),
+    /// Something of the draft's name exists that the drafter did not make; it is left
+    /// as it is and the draft stops, for a person to look at.
+    #[error("{0}; it is not Inquest's, so it is left alone")]
+    Foreign(String),
+    #[error(transparent)]
+    Edit(#[from] draft::EditError),
+}
+
+pub struct Drafter {
+    pub host: Arc<dyn CodeHost>,
+    pub store: GithubStore,
+    pub clock: Arc<dyn Clock>,
+    /// Name and email on the drafted commits.
+    pub author: (String, String),
+}
+
+impl Drafter {
+    /// Runs the draft `id` to its end (or to the first failure, which a later run
+    /// resumes from); returns how it finished.
+    pub async fn run(&self, id: &str) -> Result<String, DraftError> {
+        loop {
+            let (plan, progress, version) =
+                self.store.draft(id).await?.ok_or_else(|| DraftError::Unknown(id.to_string()))?;
+            let step = draft::next(&progress);
+            if step == Step::Done {
+                return Ok(progress.finished.unwrap_or_else(|| match &progress.pull {
+                    Some(p) => format!("draft pull request #{} waits for an approval", p.number),
+                    None => "done".into(),
+                }));
+            }
+            let next = self.take(step, &plan, progress).await?;
+            let now = self.clock.now().timestamp_millis();
+            // Another drafter stored a step meanwhile: read again and go on from there.
+            if self.store.save_progress(id, &next, version, now).await? {
+                info!(draft = id, ?step, "draft step done");
+            }
+        }
+    }
+
+    async fn take(&self, step: Step, plan: &DraftPlan, mut p: DraftProgress) -> Result<DraftProgress, DraftError> {
+        let repo = plan.repo.as_str();
+        let branch = draft::branch_name(plan);
+        match step {
+            Step::ReadBase => {
+                let base = self
+                    .host
+                    .branch(repo, &plan.base)
+                    .await?
+                    .ok_or_else(|| HostError::NotFound(format!("base branch `{}` of {repo}", plan.base)))?;
+                let mut current = std::collections::HashMap::new();
+                for edit in &plan.edits {
+                    let path = edit.path().to_string();
+                    if !current.contains_key(&path) {
+                        current.insert(path.clone(), self.host.file(repo, &path, &base).await?);
+                    }
+                }
+                let writes = draft::apply_edits(&plan.edits, &|path| current.get(path).cloned().flatten())?;
+                if writes.is_empty() {
+                    p.finished = Some(format!("`{}` already holds the change; nothing to propose", plan.base));
+                }
+                p.digest = Some(draft::digest(&base, &writes));
+                p.base_sha = Some(base);
+                p.writes = Some(writes);
+            }
+            Step::Commit => {
+                let who = Signature {
+                    name: self.author.0.clone(),
+                    email: self.author.1.clone(),
+                    date: plan.created_at.clone(),
+                };
+                let message =
+                    format!("{}\n\nDrafted by Inquest for investigation {}.", plan.title, plan.investigation_id);
+                let commit = self
+                    .host
+                    .commit(repo, need(&p.base_sha)?, p.writes.as_deref().unwrap_or_default(), &message, &who)
+                    .await?;
+                p.commit = Some(commit);
+            }
+            Step::Branch => {
+                let commit = need(&p.commit)?;
+                match self.host.create_branch(repo, &branch, commit).await {
+                    Ok(()) => {}
+                    Err(HostError::AlreadyExists(_)) => match self.host.branch(repo, &branch).await? {
+                        Some(at) if at == *commit => {}
+                        Some(at) => {
+                            return Err(DraftError::Foreign(format!(
+                                "branch `{branch}` exists at {at}, not at {commit}"
+                            )));
+                        }
+                        // Deleted in between: the next run creates it.
+                        None => return Ok(p),
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+                p.branched = true;
+            }
+            Step::Open => {
+                let digest = need(&p.digest)?;
+                let body = draft::body(plan, digest);
+                let pull = match self.host.open_draft(repo, &branch, &plan.base, &plan.title, &body).await {
+                    Ok(pull) => pull,
+                    Err(HostError::AlreadyExists(_)) => self.adopt(repo, &branch, digest).await?,
+                    Err(e) => return Err(e.into()),
+                };
+                p.pull = Some(PullRef { number: pull.number, node_id: pull.node_id });
+            }
+            Step::Label => {
+                let pull = need(&p.pull)?;
+                if !plan.labels.is_empty() {
+                    self.host.add_labels(repo, pull.number, &plan.labels).await?;
+                }
+                p.labeled = true;
+            }
+            Step::Gate => {
+                let pull = need(&p.pull)?;
+                let gate = Gate {
+                    repo: plan.repo.clone(),
+                    number: pull.number,
+                    head_sha: need(&p.commit)?.clone(),
+                    requester_login: plan.requester_login.clone(),
+                    state: GateState::Pending,
+                    approval: None,
+                };
+                let id = uuid::Uuid::now_v7().to_string();
+                self.store.create_gate(&id, &plan.investigation_id, &gate, self.clock.now().timestamp_millis()).await?;
+                p.gated = true;
+            }
+            Step::Announce => {
+                let pull = need(&p.pull)?;
+                let digest = need(&p.digest)?;
+                let marker = draft::marker("awaiting-approval", digest);
+                let comments = self.host.comments(repo, pull.number).await?;
+                if !comments.iter().any(|c| c.contains(&marker)) {
+                    self.host.comment(repo, pull.number, &draft::waiting_comment(plan, digest)).await?;
+                }
+                p.announced = true;
+            }
+            Step::Done => {}
+        }
+        Ok(p)
+    }
+
+    /// The open pull request of `branch`, if it is the one this change made.
+    async fn adopt(&self, repo: &str, branch: &str, digest: &str) -> Result<PullRequest, DraftError> {
+        let pull = self.host.find_pull(repo, branch).await?.ok_or_else(|| {
+            HostError::Unavailable(format!("GitHub says a pull request of `{branch}` exists but lists none"))
+        })?;
+        if pull.body.contains(&draft::marker("draft", digest)) {
+            Ok(pull)
+        } else {
+            Err(DraftError::Foreign(format!(
+                "pull request #{} of `{branch}` does not carry this change's marker",
+                pull.number
+            )))
+        }
+    }
+}
+
+/// A part of the progress an earlier step recorded; its absence means the stored
+/// progress was edited by hand.
+fn need<T>(value: &Option<T>) -> Result<&T, DraftError> {
+    value.as_ref().ok_or_else(|| DraftError::Store(GithubStoreError::Corrupt("a draft's progress skips a step".into())))
+}
