@@ -414,3 +414,112 @@ mod drafting {
         assert_eq!(draft::branch_name(&plan()), "inquest/inv1/1");
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The octocrab CodeHost against the GitHub test server (a real git repository).
+
+mod octocrab_host {
+    use std::sync::Arc;
+
+    use inquest::clock::SystemClock;
+    use inquest::github::codehost::{CodeHost, HostError};
+    use inquest::github::draft::{DraftPlan, FileEdit};
+    use inquest::github::drafter::Drafter;
+    use inquest::github::octo::{GithubAuth, OctoHost};
+    use inquest::github::store::GithubStore;
+    use inquest::store::SqlStore;
+    use secrecy::SecretString;
+
+    use crate::support::github::GithubServer;
+
+    const CONF: &str = "jobs/etl/spark-defaults.conf";
+
+    fn host(server: &GithubServer) -> Arc<OctoHost> {
+        Arc::new(OctoHost::new(&server.url, GithubAuth::Token(SecretString::from("dev-token")), "acme/etl"))
+    }
+
+    fn plan() -> DraftPlan {
+        DraftPlan {
+            investigation_id: "inv7".into(),
+            n: 1,
+            repo: "acme/etl".into(),
+            base: "main".into(),
+            title: "Give etl more executor memory".into(),
+            summary: "Executors ran out of memory.".into(),
+            thread_url: "http://127.0.0.1:7400/investigations/inv7".into(),
+            labels: vec!["inquest".into()],
+            edits: vec![FileEdit::Replace {
+                path: CONF.into(),
+                find: r"spark\.executor\.memory\s+\S+".into(),
+                replace: "spark.executor.memory 8g".into(),
+            }],
+            requester_login: None,
+            created_at: "2026-11-27T05:00:00Z".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_and_refusals_in_githubs_terms() {
+        let server = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
+        let h = host(&server);
+        let main = h.branch("acme/etl", "main").await.unwrap().expect("main");
+        assert_eq!(h.branch("acme/etl", "nope/x").await.unwrap(), None);
+        assert_eq!(h.file("acme/etl", CONF, &main).await.unwrap().as_deref(), Some("spark.executor.memory 4g\n"));
+        assert_eq!(h.file("acme/etl", "absent.txt", &main).await.unwrap(), None);
+        assert!(matches!(h.create_branch("acme/etl", "main", &main).await, Err(HostError::AlreadyExists(_))));
+        h.delete_branch("acme/etl", "never-made").await.unwrap();
+    }
+
+    /// Killed after each of its seven writes in turn (GitHub made the change, the
+    /// drafter never heard): one branch whose content git shows is the change, one
+    /// draft PR, one comment; `main` untouched.
+    #[tokio::test]
+    async fn a_draft_survives_being_killed_after_any_write() {
+        // The writes: blob, tree, commit, branch, pull request, labels, comment.
+        for crash in 1..=7 {
+            let server =
+                GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n"), ("README", "etl\n")]).await;
+            let main_before = server.git(&["rev-parse", "refs/heads/main"]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let sql = Arc::new(SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap());
+            let store = GithubStore::new(sql.clone());
+            let id = store.create_draft("d1", &plan(), 1).await.unwrap();
+            let drafter = || Drafter {
+                host: host(&server),
+                store: store.clone(),
+                clock: Arc::new(SystemClock),
+                author: ("Inquest".into(), "inquest@example.com".into()),
+            };
+            server.crash_after(Some(crash));
+            assert!(drafter().run(&id).await.is_err(), "the drafter was killed after write {crash}");
+            let outcome = drafter().run(&id).await.unwrap();
+            assert_eq!(outcome, "draft pull request #1 waits for an approval", "crash after write {crash}");
+
+            assert_eq!(server.git(&["rev-parse", "refs/heads/main"]).unwrap(), main_before, "main is never written");
+            let branches = server.git(&["for-each-ref", "--format=%(refname)", "refs/heads/inquest"]).unwrap();
+            assert_eq!(branches, "refs/heads/inquest/inv7/1", "crash after write {crash}");
+            let conf = server.git(&["show", &format!("inquest/inv7/1:{CONF}")]).unwrap();
+            assert_eq!(conf, "spark.executor.memory 8g");
+            assert_eq!(server.git(&["rev-parse", "inquest/inv7/1^"]).unwrap(), main_before, "one commit on main");
+            assert_eq!(server.git(&["show", "inquest/inv7/1:README"]).unwrap(), "etl");
+            let author = server.git(&["log", "-1", "--format=%an <%ae> %aI", "inquest/inv7/1"]).unwrap();
+            assert_eq!(author, "Inquest <inquest@example.com> 2026-11-27T05:00:00Z");
+            let pulls = server.pulls();
+            assert_eq!(pulls.len(), 1, "crash after write {crash}");
+            assert!(pulls[0].draft && pulls[0].open);
+            assert_eq!((pulls[0].head.as_str(), pulls[0].base.as_str()), ("inquest/inv7/1", "main"));
+            assert_eq!(pulls[0].labels, ["inquest"]);
+            assert_eq!(pulls[0].comments.len(), 1, "crash after write {crash}");
+            let writes_to_main = server
+                .log
+                .lock()
+                .unwrap()
+                .requests
+                .iter()
+                .filter(|r| !r.starts_with("GET") && r.ends_with("/heads/main"))
+                .count();
+            assert_eq!(writes_to_main, 0);
+            sql.close().await;
+        }
+    }
+}

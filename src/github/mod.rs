@@ -9,15 +9,18 @@
 //! - `draft`: a draft as data and its pure decisions (next step, edits, digest, markers);
 //! - `drafter`: carries a draft through its steps, storing each, safe to repeat.
 //!
-//! Not built yet: the octocrab `CodeHost`, the GitHub test server it is tested
-//! against, making gated PRs ready (or closing them) as the gate decides, and asking
-//! the registry for the approval.
+//! - `octo`: the `CodeHost` on octocrab.
+//!
+//! Not built yet: wiring drafts to investigations' remediations, making gated PRs
+//! ready (or closing them) as the gate decides, asking the registry for the approval,
+//! and checking the test server's traffic against GitHub's REST description.
 
 pub mod codehost;
 pub mod draft;
 pub mod drafter;
 pub mod events;
 pub mod gate;
+pub mod octo;
 pub mod signature;
 pub mod store;
 pub mod webhook;

@@ -3,6 +3,7 @@
 
 pub mod airflow;
 pub mod codehost;
+pub mod github;
 pub mod mcp;
 pub mod oidc;
 pub mod openai;
