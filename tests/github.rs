@@ -522,4 +522,60 @@ mod octocrab_host {
             sql.close().await;
         }
     }
+
+    async fn drafted(server: &GithubServer) -> (GithubStore, Arc<SqlStore>, Drafter, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = Arc::new(SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap());
+        let store = GithubStore::new(sql.clone());
+        let drafter = Drafter {
+            host: host(server),
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            author: ("Inquest".into(), "inquest@example.com".into()),
+        };
+        let id = store.create_draft("d1", &plan(), 1).await.unwrap();
+        drafter.run(&id).await.unwrap();
+        (store, sql, drafter, dir)
+    }
+
+    /// Approved: ready for review, reviewers asked, who and when said once. Declined:
+    /// closed with a comment, the branch deleted.
+    #[tokio::test]
+    async fn the_gate_decides_what_the_pull_request_shows() {
+        use inquest::github::gate::{self, GateState, Outcome};
+
+        let server = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
+        let (store, sql, drafter, _dir) = drafted(&server).await;
+        let stored = store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let Outcome::Changed { gate: approved, why } =
+            gate::approve_from_registry(&stored.gate, &stored.gate.head_sha, "a-17", "dave")
+        else {
+            panic!("not approved")
+        };
+        assert!(store.save_gate(&stored.id, &approved, stored.version, &why, "registry", 2).await.unwrap());
+        let reviewers = vec!["bob".to_string()];
+        assert_eq!(drafter.settle("acme/etl", 1, &reviewers).await.unwrap().len(), 3);
+        drafter.settle("acme/etl", 1, &reviewers).await.unwrap();
+        let pull = &server.pulls()[0];
+        assert!(!pull.draft && pull.open, "ready for review");
+        assert_eq!(pull.reviewers, ["bob"]);
+        assert_eq!(pull.comments.len(), 2, "the waiting comment and one approval comment: {:?}", pull.comments);
+        assert!(pull.comments[1].starts_with("Approved by **dave** at "), "{}", pull.comments[1]);
+
+        let server = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
+        let (store2, sql2, drafter2, _dir2) = drafted(&server).await;
+        let stored = store2.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let declined = inquest::github::gate::Gate { state: GateState::Declined, ..stored.gate.clone() };
+        assert!(store2.save_gate(&stored.id, &declined, stored.version, "declined", "registry", 2).await.unwrap());
+        drafter2.settle("acme/etl", 1, &reviewers).await.unwrap();
+        drafter2.settle("acme/etl", 1, &reviewers).await.unwrap();
+        let pull = &server.pulls()[0];
+        assert!(!pull.open, "closed");
+        assert_eq!(pull.comments.len(), 2, "{:?}", pull.comments);
+        assert!(pull.comments[1].contains("was declined"));
+        assert!(server.git(&["rev-parse", "--verify", "-q", "refs/heads/inquest/inv7/1"]).is_err(), "branch deleted");
+        assert!(server.git(&["rev-parse", "--verify", "-q", "refs/heads/main"]).is_ok());
+        sql.close().await;
+        sql2.close().await;
+    }
 }

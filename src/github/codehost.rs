@@ -96,4 +96,16 @@ pub trait CodeHost: Send + Sync {
     async fn comments(&self, repo: &str, number: u64) -> Result<Vec<String>, HostError>;
 
     async fn comment(&self, repo: &str, number: u64, body: &str) -> Result<(), HostError>;
+
+    /// The pull request `number`, if it exists.
+    async fn pull(&self, repo: &str, number: u64) -> Result<Option<PullRequest>, HostError>;
+
+    /// Marks a draft ready for review (GitHub: GraphQL `markPullRequestReadyForReview`).
+    async fn mark_ready(&self, repo: &str, pull: &PullRequest) -> Result<(), HostError>;
+
+    /// Asks these people to review (asking again is no change).
+    async fn request_reviewers(&self, repo: &str, number: u64, reviewers: &[String]) -> Result<(), HostError>;
+
+    /// Closes the pull request without merging.
+    async fn close(&self, repo: &str, number: u64) -> Result<(), HostError>;
 }

@@ -17,7 +17,7 @@ use tracing::info;
 
 use super::codehost::{CodeHost, HostError, PullRequest, Signature};
 use super::draft::{self, DraftPlan, DraftProgress, PullRef, Step};
-use super::gate::{Gate, GateState};
+use super::gate::{self, Effect, Gate, GateState};
 use super::store::{GithubStore, GithubStoreError};
 use crate::clock::Clock;
 
@@ -169,6 +169,41 @@ impl Drafter {
             Step::Done => {}
         }
         Ok(p)
+    }
+
+    /// Makes the pull request show its gate's state: ready for review with `reviewers`
+    /// asked once approved; closed and its branch deleted once declined or expired.
+    /// Safe to repeat; returns what it did.
+    pub async fn settle(&self, repo: &str, number: u64, reviewers: &[String]) -> Result<Vec<Effect>, DraftError> {
+        let stored = self
+            .store
+            .gate_of(repo, number)
+            .await?
+            .ok_or_else(|| DraftError::Unknown(format!("gate of {repo}#{number}")))?;
+        let pull = self
+            .host
+            .pull(repo, number)
+            .await?
+            .ok_or_else(|| HostError::NotFound(format!("pull request {repo}#{number}")))?;
+        let comments = self.host.comments(repo, number).await?;
+        let when = chrono::DateTime::from_timestamp_millis(stored.updated_at_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        let todo = gate::effects(&stored.gate, pull.open, pull.draft, &comments, &when);
+        for effect in &todo {
+            match effect {
+                Effect::MarkReady => self.host.mark_ready(repo, &pull).await?,
+                Effect::RequestReviewers if !reviewers.is_empty() => {
+                    self.host.request_reviewers(repo, number, reviewers).await?
+                }
+                Effect::RequestReviewers => {}
+                Effect::Comment { body, .. } => self.host.comment(repo, number, body).await?,
+                Effect::Close => self.host.close(repo, number).await?,
+                Effect::DeleteBranch => self.host.delete_branch(repo, &pull.head_ref).await?,
+            }
+        }
+        info!(repo, number, state = stored.gate.state.as_str(), effects = todo.len(), "pull request settled");
+        Ok(todo)
     }
 
     /// The open pull request of `branch`, if it is the one this change made.

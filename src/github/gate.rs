@@ -224,6 +224,71 @@ fn on_reopened(gate: &Gate, head_sha: &str, sender: &str) -> Outcome {
     }
 }
 
+/// What GitHub must be made to show for a gate's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    MarkReady,
+    RequestReviewers,
+    /// A comment carrying `marker`, unless one with it exists.
+    Comment {
+        marker: String,
+        body: String,
+    },
+    Close,
+    DeleteBranch,
+}
+
+/// What an open (or closed) pull request still needs for `gate`'s state, given its
+/// comments: approved, ready for review with reviewers asked and a comment saying who
+/// approved and when; declined or expired, a comment saying so, closed, its branch
+/// deleted. Nothing for a pending or closed gate. `when` is the approval's time as
+/// people read it. Each effect is safe to repeat; comments are looked for first.
+pub fn effects(gate: &Gate, pull_open: bool, pull_draft: bool, comments: &[String], when: &str) -> Vec<Effect> {
+    let has = |marker: &str| comments.iter().any(|c| c.contains(marker));
+    let head = short(&gate.head_sha);
+    match gate.state {
+        GateState::Approved => {
+            let marker = format!("<!-- inquest:approved {} -->", gate.head_sha);
+            let (by, via) = match &gate.approval {
+                Some(Approval::Registry { by, approval_id }) => (by.as_str(), format!("approval {approval_id}")),
+                Some(Approval::Review { by, review_id }) => (by.as_str(), format!("review {review_id}")),
+                None => ("someone", "an unrecorded approval".to_string()),
+            };
+            let mut out = Vec::new();
+            if pull_open && pull_draft {
+                out.push(Effect::MarkReady);
+            }
+            if pull_open {
+                out.push(Effect::RequestReviewers);
+            }
+            if !has(&marker) {
+                out.push(Effect::Comment {
+                    body: format!("Approved by **{by}** at {when} ({via}) for {head}; ready for review.\n\n{marker}\n"),
+                    marker,
+                });
+            }
+            out
+        }
+        GateState::Declined | GateState::Expired => {
+            let marker = format!("<!-- inquest:closed {} -->", gate.head_sha);
+            let why = if gate.state == GateState::Declined { "was declined" } else { "expired without a decision" };
+            let mut out = Vec::new();
+            if !has(&marker) && pull_open {
+                out.push(Effect::Comment {
+                    body: format!("The approval of {head} {why} ({when}); closing this draft and deleting its branch.\n\n{marker}\n"),
+                    marker,
+                });
+            }
+            if pull_open {
+                out.push(Effect::Close);
+            }
+            out.push(Effect::DeleteBranch);
+            out
+        }
+        GateState::Pending | GateState::Closed => Vec::new(),
+    }
+}
+
 /// The first 7 characters of a commit id, as GitHub shows it.
 fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
@@ -392,6 +457,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(approve_from_registry(&gate(GateState::Declined), HEAD, "a1", "dave"), Outcome::Unchanged(_)));
+    }
+
+    #[test]
+    fn what_github_must_show_for_each_state() {
+        let approved = Gate {
+            state: GateState::Approved,
+            approval: Some(Approval::Review { review_id: 9, by: "bob".into() }),
+            ..gate(GateState::Pending)
+        };
+        let e = effects(&approved, true, true, &[], "2026-11-27 05:00 UTC");
+        assert_eq!(e[..2], [Effect::MarkReady, Effect::RequestReviewers]);
+        let Effect::Comment { body, marker } = &e[2] else { panic!("{e:?}") };
+        assert!(body.starts_with("Approved by **bob** at 2026-11-27 05:00 UTC (review 9)"), "{body}");
+        // Once ready and commented: only the (idempotent) reviewer request is left.
+        assert_eq!(effects(&approved, true, false, std::slice::from_ref(body), "t"), [Effect::RequestReviewers]);
+        assert!(body.contains(marker));
+
+        let declined = gate(GateState::Declined);
+        let e = effects(&declined, true, true, &[], "t");
+        assert!(matches!(&e[0], Effect::Comment { body, .. } if body.contains("was declined")));
+        assert_eq!(e[1..], [Effect::Close, Effect::DeleteBranch]);
+        assert_eq!(effects(&declined, false, true, &[], "t"), [Effect::DeleteBranch], "already closed");
+        assert!(effects(&gate(GateState::Pending), true, true, &[], "t").is_empty());
+        assert!(effects(&gate(GateState::Closed), false, false, &[], "t").is_empty());
     }
 
     #[test]

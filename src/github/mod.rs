@@ -11,9 +11,9 @@
 //!
 //! - `octo`: the `CodeHost` on octocrab.
 //!
-//! Not built yet: wiring drafts to investigations' remediations, making gated PRs
-//! ready (or closing them) as the gate decides, asking the registry for the approval,
-//! and checking the test server's traffic against GitHub's REST description.
+//! Not built yet: wiring drafts to investigations' remediations and settling to the
+//! webhook processor, asking the registry for the approval, and checking the test
+//! server's traffic against GitHub's REST description.
 
 pub mod codehost;
 pub mod draft;

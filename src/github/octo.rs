@@ -274,6 +274,61 @@ impl CodeHost for OctoHost {
     async fn comment(&self, _repo: &str, number: u64, body: &str) -> Result<(), HostError> {
         self.post::<Value>(&self.route(&format!("issues/{number}/comments")), &json!({"body": body})).await.map(|_| ())
     }
+
+    async fn pull(&self, _repo: &str, number: u64) -> Result<Option<PullRequest>, HostError> {
+        match self.get::<Value>(&self.route(&format!("pulls/{number}"))).await {
+            Ok(v) => pull_request(&v).map(Some),
+            Err(HostError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn mark_ready(&self, _repo: &str, pull: &PullRequest) -> Result<(), HostError> {
+        // No REST call does this; GraphQL lives beside the REST API (`/api/graphql` on
+        // GitHub Enterprise, `/graphql` on github.com).
+        let query = "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) \
+                     { pullRequest { isDraft } } }";
+        let body = json!({"query": query, "variables": {"id": pull.node_id}});
+        let client = self.client().await?;
+        let _turn = self.writes.lock().await;
+        let url = self.graphql_url();
+        let answer: Value = rate_limited(|| async {
+            let response = client._post(url.as_str(), Some(&body)).await?;
+            let response = octocrab::map_github_error(response).await?;
+            let bytes = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+            Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        })
+        .await?;
+        match answer["errors"].as_array() {
+            Some(errors) if !errors.is_empty() => {
+                let text: Vec<&str> = errors.iter().filter_map(|e| e["message"].as_str()).collect();
+                Err(HostError::Refused(format!("markPullRequestReadyForReview: {}", text.join("; "))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn request_reviewers(&self, _repo: &str, number: u64, reviewers: &[String]) -> Result<(), HostError> {
+        let route = self.route(&format!("pulls/{number}/requested_reviewers"));
+        self.post::<Value>(&route, &json!({"reviewers": reviewers})).await.map(|_| ())
+    }
+
+    async fn close(&self, _repo: &str, number: u64) -> Result<(), HostError> {
+        let client = self.client().await?;
+        let _turn = self.writes.lock().await;
+        let route = self.route(&format!("pulls/{number}"));
+        let body = json!({"state": "closed"});
+        rate_limited(|| client.patch::<Value, _, _>(route.as_str(), Some(&body))).await.map(|_| ())
+    }
+}
+
+impl OctoHost {
+    fn graphql_url(&self) -> String {
+        match self.api_url.strip_suffix("/api/v3") {
+            Some(host) => format!("{host}/api/graphql"),
+            None => format!("{}/graphql", self.api_url),
+        }
+    }
 }
 
 /// Percent-encodes one URL segment or query value (RFC 3986 unreserved characters kept).

@@ -37,6 +37,8 @@ pub struct StoredGate {
     pub id: String,
     pub investigation_id: String,
     pub version: i64,
+    /// When it last changed, in milliseconds since the epoch.
+    pub updated_at_ms: i64,
     pub gate: Gate,
 }
 
@@ -205,8 +207,8 @@ impl GithubStore {
     /// The gate of a pull request, if Inquest drafted it.
     pub async fn gate_of(&self, repo: &str, number_: u64) -> Result<Option<StoredGate>> {
         let row = sqlx::query(
-            "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version \
-             FROM pr_gates WHERE repo = $1 AND number = $2",
+            "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
+             updated_at FROM pr_gates WHERE repo = $1 AND number = $2",
         )
         .bind(repo_key(repo))
         .bind(number(number_))
@@ -331,6 +333,7 @@ fn stored_gate(r: &AnyRow) -> Result<StoredGate> {
         id: r.try_get("id")?,
         investigation_id: r.try_get("investigation_id")?,
         version: r.try_get("version")?,
+        updated_at_ms: r.try_get("updated_at")?,
         gate: Gate {
             repo: r.try_get("repo")?,
             number: u64::try_from(r.try_get::<i64, _>("number")?).unwrap_or_default(),

@@ -24,6 +24,7 @@ pub struct Pull {
     pub title: String,
     pub labels: Vec<String>,
     pub comments: Vec<String>,
+    pub reviewers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -153,7 +154,14 @@ impl CodeHost for FakeHost {
             open: true,
             body: body.into(),
         };
-        s.pulls.push(Pull { pr: pr.clone(), base: base.into(), title: title.into(), labels: vec![], comments: vec![] });
+        s.pulls.push(Pull {
+            pr: pr.clone(),
+            base: base.into(),
+            title: title.into(),
+            labels: vec![],
+            comments: vec![],
+            reviewers: vec![],
+        });
         FakeHost::wrote(&mut s)?;
         Ok(pr)
     }
@@ -185,6 +193,39 @@ impl CodeHost for FakeHost {
         let pull =
             s.pulls.iter_mut().find(|p| p.pr.number == number).ok_or_else(|| HostError::NotFound("pull".into()))?;
         pull.comments.push(body.into());
+        FakeHost::wrote(&mut s)
+    }
+
+    async fn pull(&self, _repo: &str, number: u64) -> Result<Option<PullRequest>, HostError> {
+        Ok(self.state.lock().unwrap().pulls.iter().find(|p| p.pr.number == number).map(|p| p.pr.clone()))
+    }
+
+    async fn mark_ready(&self, _repo: &str, pull: &PullRequest) -> Result<(), HostError> {
+        let mut s = self.state.lock().unwrap();
+        let p = s
+            .pulls
+            .iter_mut()
+            .find(|p| p.pr.node_id == pull.node_id)
+            .ok_or_else(|| HostError::NotFound("pull".into()))?;
+        p.pr.draft = false;
+        FakeHost::wrote(&mut s)
+    }
+
+    async fn request_reviewers(&self, _repo: &str, number: u64, reviewers: &[String]) -> Result<(), HostError> {
+        let mut s = self.state.lock().unwrap();
+        let p = s.pulls.iter_mut().find(|p| p.pr.number == number).ok_or_else(|| HostError::NotFound("pull".into()))?;
+        for r in reviewers {
+            if !p.reviewers.contains(r) {
+                p.reviewers.push(r.clone());
+            }
+        }
+        FakeHost::wrote(&mut s)
+    }
+
+    async fn close(&self, _repo: &str, number: u64) -> Result<(), HostError> {
+        let mut s = self.state.lock().unwrap();
+        let p = s.pulls.iter_mut().find(|p| p.pr.number == number).ok_or_else(|| HostError::NotFound("pull".into()))?;
+        p.pr.open = false;
         FakeHost::wrote(&mut s)
     }
 }

@@ -8,8 +8,10 @@
 //! every write, and can "crash": make its k-th write and then answer 502, as if the
 //! drafter had died before hearing back.
 //!
+//! GraphQL answers the one mutation the drafter sends, `markPullRequestReadyForReview`.
+//!
 //! Not yet: checking bodies against GitHub's REST description (`@octokit/openapi`),
-//! reviews, requested reviewers and GraphQL.
+//! and reviews.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +38,7 @@ pub struct Pull {
     pub open: bool,
     pub labels: Vec<String>,
     pub comments: Vec<String>,
+    pub reviewers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -123,6 +126,9 @@ impl GithubServer {
             .route(&format!("{r}/git/commits/{{sha}}"), get(get_commit))
             .route(&format!("{r}/contents/{{*path}}"), get(get_contents))
             .route(&format!("{r}/pulls"), post(create_pull).get(list_pulls))
+            .route(&format!("{r}/pulls/{{number}}"), get(get_pull).patch(update_pull))
+            .route(&format!("{r}/pulls/{{number}}/requested_reviewers"), post(request_reviewers))
+            .route("/graphql", post(graphql))
             .route(&format!("{r}/issues/{{number}}/labels"), post(add_labels))
             .route(&format!("{r}/issues/{{number}}/comments"), post(create_comment).get(list_comments))
             .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
@@ -424,6 +430,7 @@ async fn create_pull(State(s): State<Shared>, UrlPath((_, repo)): Repo, Json(bod
         open: true,
         labels: vec![],
         comments: vec![],
+        reviewers: vec![],
     };
     log.pulls.push(pull.clone());
     drop(log);
@@ -510,5 +517,72 @@ async fn list_comments(
             Json(list).into_response()
         }
         None => not_found(),
+    }
+}
+
+async fn get_pull(State(s): State<Shared>, UrlPath((_, repo, number)): UrlPath<(String, String, String)>) -> Response {
+    match with_pull(&s, &number, |p| p.clone()) {
+        Some(p) => Json(pull_json(&s, &repo, &p)).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn update_pull(
+    State(s): State<Shared>,
+    UrlPath((_, repo, number)): UrlPath<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let state = body["state"].as_str().map(str::to_string);
+    if state.as_deref().is_some_and(|st| !matches!(st, "open" | "closed")) {
+        return invalid("state must be open or closed");
+    }
+    match with_pull(&s, &number, |p| {
+        if let Some(st) = &state {
+            p.open = st == "open";
+        }
+        p.clone()
+    }) {
+        Some(p) => Json(pull_json(&s, &repo, &p)).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn request_reviewers(
+    State(s): State<Shared>,
+    UrlPath((_, repo, number)): UrlPath<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let Some(wanted) = body["reviewers"].as_array() else {
+        return invalid("Invalid request.\n\n\"reviewers\" wasn't supplied.");
+    };
+    let wanted: Vec<String> = wanted.iter().filter_map(|r| r.as_str().map(str::to_string)).collect();
+    match with_pull(&s, &number, |p| {
+        for r in wanted {
+            if !p.reviewers.contains(&r) {
+                p.reviewers.push(r);
+            }
+        }
+        p.clone()
+    }) {
+        Some(p) => (StatusCode::CREATED, Json(pull_json(&s, &repo, &p))).into_response(),
+        None => not_found(),
+    }
+}
+
+/// GraphQL: only `markPullRequestReadyForReview(input: {pullRequestId: $id})`.
+async fn graphql(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
+    let query = body["query"].as_str().unwrap_or_default();
+    if !query.contains("markPullRequestReadyForReview") {
+        return Json(json!({"errors": [{"message": "this test server answers markPullRequestReadyForReview only"}]}))
+            .into_response();
+    }
+    let id = body["variables"]["id"].as_str().unwrap_or_default();
+    let number = id.strip_prefix("PR_").unwrap_or_default().to_string();
+    match with_pull(&s, &number, |p| p.draft = false) {
+        Some(()) => Json(json!({"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": false}}}}))
+            .into_response(),
+        None => Json(json!({"data": null, "errors": [{"type": "NOT_FOUND",
+            "message": format!("Could not resolve to a node with the global id of '{id}'")}]}))
+        .into_response(),
     }
 }
