@@ -247,6 +247,18 @@ async fn the_spark_playbooks_classify_oom_and_exceptions_through_the_stack() {
     let categories: Vec<&str> = oom.findings.iter().map(|f| f.category.as_str()).collect();
     assert!(categories.contains(&"out_of_memory"), "{:?}", oom.findings);
     assert_eq!(oom.remediations, ["more_executor_memory"]);
+    // Rendered for this alert: the change a pull request would make.
+    let app = &history.runs.oom;
+    assert_eq!(oom.proposal_errors, Vec::<String>::new());
+    assert_eq!(oom.proposals[0].title, format!("Give {app} more executor memory"));
+    assert_eq!(
+        oom.proposals[0].edits,
+        [playbook::FileEdit::Replace {
+            path: format!("jobs/{app}/spark-defaults.conf"),
+            find: r"spark\.executor\.memory\s+\S+".into(),
+            replace: "spark.executor.memory 8g".into(),
+        }]
+    );
 
     let bad = playbook::run(by_name("spark-job-failure"), &alert_for(&history.runs.bad_record), &sessions).await;
     let exception = bad.findings.iter().find(|f| f.category == "code_exception").expect("a code exception");

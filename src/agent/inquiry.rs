@@ -248,16 +248,16 @@ pub fn playbook_report(part: &PlaybookPart<'_>, mode: Mode) -> Report {
             Evidence { claim: format!("{} (\"{}\")", f.summary, f.quote), calls }
         })
         .collect();
-    let remediation = part
-        .playbook
-        .remediations
+    // Rendered for this alert: the titles and paths people read are the real ones.
+    let remediation = run
+        .proposals
         .iter()
-        .filter(|r| run.remediations.contains(&r.id))
-        .map(|r| Remedy {
-            title: r.title.clone(),
-            description: r.description.clone(),
-            remediation: Some(r.id.clone()),
-            files: r.files.iter().map(|f| f.path.clone()).collect(),
+        .map(|p| Remedy {
+            title: p.title.clone(),
+            description: p.description.clone(),
+            remediation: Some(p.id.clone()),
+            files: p.edits.iter().map(|e| e.path().to_string()).collect(),
+            edits: p.edits.clone(),
         })
         .collect();
     let done = run.steps.iter().filter(|(_, o)| matches!(o, StepOutcome::Done { .. })).count();
@@ -265,7 +265,7 @@ pub fn playbook_report(part: &PlaybookPart<'_>, mode: Mode) -> Report {
         Some(f) => (f.summary.clone(), Confidence::High),
         None => (format!("no known cause found; {done} of {} steps answered", run.steps.len()), Confidence::Low),
     };
-    let mut notes = Vec::new();
+    let mut notes = run.proposal_errors.clone();
     for (id, outcome) in &run.steps {
         match outcome {
             StepOutcome::Failed { error, .. } => notes.push(format!("step `{id}` failed: {error}")),

@@ -55,6 +55,9 @@ pub struct Remedy {
     pub remediation: Option<String>,
     #[serde(default)]
     pub files: Vec<String>,
+    /// The file changes a pull request would make (playbook remediations only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<crate::playbook::FileEdit>,
 }
 
 /// Text in a tool's output that reads like instructions to the agent. It was handed

@@ -8,24 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::codehost::FileWrite;
-
-/// How a file is to change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FileEdit {
-    /// The whole file, created if absent.
-    Content { path: String, content: String },
-    /// Every match of `find` (a regex) replaced; the file must exist and match.
-    Replace { path: String, find: String, replace: String },
-}
-
-impl FileEdit {
-    pub fn path(&self) -> &str {
-        match self {
-            FileEdit::Content { path, .. } | FileEdit::Replace { path, .. } => path,
-        }
-    }
-}
+pub use crate::playbook::FileEdit;
 
 /// What to propose; fixed when the draft is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -406,7 +406,13 @@ pub fn check_draft(arguments: &str, made: &[String], categories: &[String]) -> R
     let remediation = raw
         .remediation
         .into_iter()
-        .map(|r| Remedy { title: r.title, description: r.description, remediation: None, files: Vec::new() })
+        .map(|r| Remedy {
+            title: r.title,
+            description: r.description,
+            remediation: None,
+            files: Vec::new(),
+            edits: Vec::new(),
+        })
         .collect();
     Ok(Draft {
         summary: raw.summary,

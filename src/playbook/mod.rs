@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 pub use check::{Edit, FileChange, FindingRule, Playbook, Problem, Remediation, Step, parse};
 pub use findings::Match;
 pub use matcher::{Matcher, MatcherError, Op};
-pub use run::{AlertContext, CallFailure, Finding, PlaybookRun, StepOutcome, ToolCaller, findings, render_args, run};
+pub use run::{
+    AlertContext, CallFailure, FileEdit, Finding, PlaybookRun, Proposal, StepOutcome, ToolCaller, findings, propose,
+    render_args, run,
+};
 
 /// The playbook files among `paths`: files as given, directories' `*.yaml` and
 /// `*.yml` files in name order.

@@ -12,7 +12,7 @@ use minijinja::value::Serde;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::check::{Playbook, Step};
+use super::check::{Edit, Playbook, Remediation, Step};
 use super::findings::Match;
 
 /// Calls one tool on one server. `Err` carries a message a person can act on.
@@ -78,6 +78,38 @@ pub struct PlaybookRun {
     pub findings: Vec<Finding>,
     /// Remediations all of whose findings were made.
     pub remediations: Vec<String>,
+    /// Those remediations rendered for this alert: what a pull request would change.
+    pub proposals: Vec<Proposal>,
+    /// Remediations that could not be rendered, and why.
+    pub proposal_errors: Vec<String>,
+}
+
+/// How a file is to change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FileEdit {
+    /// The whole file, created if absent.
+    Content { path: String, content: String },
+    /// Every match of `find` (a regex) replaced; the file must exist and match.
+    Replace { path: String, find: String, replace: String },
+}
+
+impl FileEdit {
+    pub fn path(&self) -> &str {
+        match self {
+            FileEdit::Content { path, .. } | FileEdit::Replace { path, .. } => path,
+        }
+    }
+}
+
+/// A remediation rendered for one alert.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    /// The playbook remediation's id.
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub edits: Vec<FileEdit>,
 }
 
 /// Runs `playbook` for an alert: wave after wave, every step whose needs have
@@ -140,14 +172,62 @@ pub async fn run(playbook: &Playbook, alert: &AlertContext, caller: &dyn ToolCal
         .collect();
     let findings = findings(playbook, alert, &results, &errors);
     let made: BTreeSet<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
-    let remediations = playbook
+    let remediations: Vec<String> = playbook
         .remediations
         .iter()
         .filter(|r| r.when.iter().all(|w| made.contains(w.as_str())))
         .map(|r| r.id.clone())
         .collect();
+    let (mut proposals, mut proposal_errors) = (Vec::new(), Vec::new());
+    for r in playbook.remediations.iter().filter(|r| remediations.contains(&r.id)) {
+        match propose(r, alert, &results, &findings) {
+            Ok(p) => proposals.push(p),
+            Err(e) => proposal_errors.push(format!("remediation `{}`: {e}", r.id)),
+        }
+    }
     let steps = playbook.steps.iter().filter_map(|s| outcomes.remove(&s.id).map(|o| (s.id.clone(), o))).collect();
-    PlaybookRun { playbook: playbook.name.clone(), steps, findings, remediations }
+    PlaybookRun { playbook: playbook.name.clone(), steps, findings, remediations, proposals, proposal_errors }
+}
+
+/// Renders a remediation's title, description, paths and contents with the alert, the
+/// steps' results and the findings (`findings.<rule>.summary`, `.category`, `.quote`).
+pub fn propose(
+    r: &Remediation,
+    alert: &AlertContext,
+    results: &BTreeMap<String, Value>,
+    findings: &[Finding],
+) -> Result<Proposal, String> {
+    let env = environment();
+    let made: BTreeMap<&str, Value> = findings
+        .iter()
+        .map(|f| (f.rule.as_str(), serde_json::json!({"summary": f.summary, "category": f.category, "quote": f.quote})))
+        .collect();
+    let ctx = minijinja::context! {
+        labels => &alert.labels, annotations => &alert.annotations,
+        steps => minijinja::Value::from(Serde(results)), findings => minijinja::Value::from(Serde(&made)),
+    };
+    let render = |field: &str, source: &str| env.render_str(source, &ctx).map_err(|e| format!("{field}: {e}"));
+    let mut edits = Vec::new();
+    for (i, f) in r.files.iter().enumerate() {
+        let path = render(&format!("files[{i}].path"), &f.path)?;
+        if path.trim().is_empty() || path.starts_with('/') || path.split('/').any(|s| s == "..") {
+            return Err(format!("files[{i}].path renders to `{path}`, not a path inside the repository"));
+        }
+        edits.push(match &f.edit {
+            Edit::Content(c) => FileEdit::Content { path, content: render(&format!("files[{i}].content"), c)? },
+            Edit::Replace { find, replace } => FileEdit::Replace {
+                path,
+                find: find.as_str().to_string(),
+                replace: render(&format!("files[{i}].replace"), replace)?,
+            },
+        });
+    }
+    Ok(Proposal {
+        id: r.id.clone(),
+        title: render("title", &r.title)?,
+        description: r.description.as_deref().map(|d| render("description", d)).transpose()?,
+        edits,
+    })
 }
 
 /// Applies every finding rule whose step succeeded; summaries are rendered with the
