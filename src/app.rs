@@ -20,6 +20,8 @@ use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery, Sessi
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
 use crate::engine::Runner;
+use crate::github::drafter::{Drafter, Drafting};
+use crate::github::octo::{GithubAuth, OctoHost};
 use crate::github::{GithubStore, Reviewers, Webhooks};
 use crate::identity::mtls::{self, MtlsListener, MtlsPeer};
 use crate::identity::oidc::WebAuth;
@@ -124,6 +126,8 @@ pub async fn run(
     if role.runs_agent() {
         let mut investigator = agent_investigator(&config, role).await?;
         investigator.metrics = Some(metrics.clone());
+        let drafting = drafting(&config, &sql, &clock)?;
+        investigator.drafting = drafting.clone();
         let investigator = Arc::new(investigator);
         let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
         let policy = IngestPolicy { cooldown: config.episodes.cooldown, on_resolved: config.episodes.on_resolved };
@@ -157,6 +161,7 @@ pub async fn run(
             }),
             clock: clock.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            drafting,
         };
         router = router.merge(crate::github::webhook::router(hooks.clone()));
         background.spawn(hooks.run(shutdown.child_token()));
@@ -271,6 +276,39 @@ pub async fn run(
     Ok(())
 }
 
+/// Drafting of pull requests, when `github.repository` is set.
+fn drafting(config: &Config, sql: &Arc<SqlStore>, clock: &Arc<dyn Clock>) -> Result<Option<Arc<Drafting>>, AppError> {
+    let g = &config.github;
+    let Some(repo) = &g.repository else { return Ok(None) };
+    let auth = match (&g.app_id, &g.installation_id, &g.private_key_file, &g.token) {
+        (Some(app_id), Some(installation_id), Some(key_file), _) => {
+            let key = std::fs::read_to_string(key_file)
+                .map_err(|e| AppError::Identity(format!("github.private_key_file {}: {e}", key_file.display())))?;
+            GithubAuth::App { app_id: *app_id, private_key: key.into(), installation_id: *installation_id }
+        }
+        (_, _, _, Some(token)) => GithubAuth::Token(token.clone()),
+        // The config loader refuses a repository without credentials.
+        _ => return Ok(None),
+    };
+    let host = Arc::new(OctoHost::new(&g.api_url, auth, repo));
+    let drafter = Drafter {
+        host,
+        store: GithubStore::new(sql.clone()),
+        clock: clock.clone(),
+        author: ("Inquest".to_string(), "inquest@users.noreply.github.com".to_string()),
+    };
+    info!(repository = %repo, base = %g.base, "pull requests are drafted for proposed changes");
+    Ok(Some(Arc::new(Drafting {
+        drafter,
+        repo: repo.clone(),
+        base: g.base.clone(),
+        labels: g.labels.clone(),
+        reviewers: g.reviewers.clone(),
+        thread_base: format!("{}/v1/investigations", config.registry.public_url.trim_end_matches('/')),
+        web_base: g.web_url.clone(),
+    })))
+}
+
 /// The investigator: playbooks from `agent.playbooks`, the planner when `[llm]` is
 /// set, and discovery at the registry with the agent's own mesh identity.
 async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestigator, AppError> {
@@ -317,6 +355,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
         approvals: Some(Arc::new(approvals)),
         simulated_work: config.engine.simulated_work,
         metrics: None,
+        drafting: None,
     })
 }
 

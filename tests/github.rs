@@ -579,3 +579,132 @@ mod octocrab_host {
         sql2.close().await;
     }
 }
+
+// ---------------------------------------------------------------------------------
+// End to end: an investigation proposes a fix, it is drafted, a review approves it.
+
+mod end_to_end {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use inquest::agent::{AgentInvestigator, FixedDiscovery, Limits, SessionPool, Target};
+    use inquest::clock::SystemClock;
+    use inquest::engine::{Investigator, WorkContext};
+    use inquest::github::drafter::{Drafter, Drafting};
+    use inquest::github::octo::{GithubAuth, OctoHost};
+    use inquest::github::{GateState, GithubStore, Reviewers, Webhooks};
+    use inquest::intake::{self, Source};
+    use inquest::playbook;
+    use inquest::store::{IngestPolicy, IngestRequest, SqlStore, Store};
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    use crate::support::github::GithubServer;
+    use crate::support::mcp::FakeMcp;
+
+    const PLAYBOOK: &str = r#"
+name: echo-failure
+description: d
+manual_minutes: 15
+match: {labels: ['alertname="EchoFailed"']}
+steps:
+  - {id: say, tool: fake__echo, args: {text: "{{ labels.word }}"}}
+findings:
+  - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
+remediations:
+  - id: pin_word
+    when: [word]
+    title: "Pin the word of {{ labels.word }}"
+    files:
+      - path: "conf/{{ labels.word }}.conf"
+        find: 'word = \w+'
+        replace: "word = {{ findings.word.category }}"
+"#;
+
+    #[tokio::test]
+    async fn an_investigation_drafts_its_fix_and_an_approving_review_makes_it_ready() {
+        let mcp = FakeMcp::start(&["echo"]).await;
+        let github = GithubServer::start("acme", &[("conf/orders.conf", "word = loud\n")]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sql = Arc::new(SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap());
+        let body = json!({
+            "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+            "alerts": [{"status": "firing", "labels": {"alertname": "EchoFailed", "word": "orders"},
+                        "annotations": {}, "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "", "fingerprint": "f1"}],
+        })
+        .to_string();
+        let delivery = intake::parse(Source::Alertmanager, body.as_bytes(), None).unwrap();
+        let request = IngestRequest { delivery, team: "data".into(), service: None, body };
+        let policy =
+            IngestPolicy { cooldown: Duration::from_secs(600), on_resolved: inquest::config::OnResolved::Continue };
+        let out = sql.ingest(vec![request], &policy, chrono::Utc::now()).await.unwrap();
+        let investigation = sql.investigation(&out[0].new_investigations[0]).await.unwrap().unwrap();
+
+        let store = GithubStore::new(sql.clone());
+        let host = Arc::new(OctoHost::new(&github.url, GithubAuth::Token(SecretString::from("t")), "acme/etl"));
+        let drafting = Arc::new(Drafting {
+            drafter: Drafter {
+                host,
+                store: store.clone(),
+                clock: Arc::new(SystemClock),
+                author: ("Inquest".into(), "inquest@example.com".into()),
+            },
+            repo: "acme/etl".into(),
+            base: "main".into(),
+            labels: vec!["inquest".into()],
+            reviewers: vec!["carol".into()],
+            thread_base: "http://127.0.0.1:7400/v1/investigations".into(),
+            web_base: "https://github.example".into(),
+        });
+        let target = Target { name: "fake".into(), url: mcp.url.clone(), http: reqwest::Client::new(), trusted: true };
+        let investigator = AgentInvestigator {
+            playbooks: vec![playbook::parse("echo.yaml", PLAYBOOK).unwrap()],
+            discovery: Arc::new(FixedDiscovery(vec![target])),
+            sessions: Arc::new(SessionPool::new(Limits::default())),
+            planner: None,
+            approvals: None,
+            simulated_work: Duration::ZERO,
+            metrics: None,
+            drafting: Some(drafting.clone()),
+        };
+        let dyn_store: Arc<dyn Store> = sql.clone();
+        let ctx = WorkContext::detached(investigation.clone(), dyn_store);
+        let outcome = investigator.investigate(&ctx).await.unwrap();
+        let drafted = outcome.events.iter().find(|e| e.kind == "pull_request.drafted").expect("a drafted event");
+        assert_eq!(drafted.data["number"], 1, "{}", drafted.data);
+        assert_eq!(drafted.data["url"], "https://github.example/acme/etl/pull/1");
+        let branch = format!("inquest/{}/1", investigation.id);
+        assert_eq!(drafted.data["branch"], json!(branch));
+        // The investigation run again (as after a crash before its outcome was stored).
+        investigator.investigate(&ctx).await.unwrap();
+        assert_eq!(github.pulls().len(), 1, "one pull request");
+        assert_eq!(github.git(&["show", &format!("{branch}:conf/orders.conf")]).unwrap(), "word = echoed");
+        let pull = &github.pulls()[0];
+        assert!(pull.draft && pull.body.contains("the server echoed orders"), "{}", pull.body);
+        assert!(pull.title == "Pin the word of orders");
+
+        // An allowed reviewer approves the head: the processor moves the gate and the
+        // pull request becomes ready with its reviewers asked.
+        let head = github.git(&["rev-parse", &branch]).unwrap();
+        let hooks = Webhooks {
+            store: store.clone(),
+            secrets: Arc::new(vec![SecretString::from("s")]),
+            reviewers: Arc::new(Reviewers { approvers: vec!["bob".into()], app_login: "inquest[bot]".into() }),
+            clock: Arc::new(SystemClock),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            drafting: Some(drafting),
+        };
+        let review = json!({"action": "submitted", "repository": {"full_name": "acme/etl"}, "pull_request": {"number": 1},
+                            "review": {"id": 5, "user": {"login": "bob", "type": "User"}, "state": "approved", "commit_id": head}});
+        store.record_delivery("r1", "pull_request_review", &review.to_string(), 1).await.unwrap();
+        assert!(hooks.process_one().await.unwrap());
+        assert_eq!(store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state, GateState::Approved);
+        let pull = &github.pulls()[0];
+        assert!(!pull.draft, "ready for review");
+        assert_eq!(pull.reviewers, ["carol"]);
+        assert!(pull.comments.iter().any(|c| c.starts_with("Approved by **bob**")), "{:?}", pull.comments);
+        sql.close().await;
+    }
+}

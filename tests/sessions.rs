@@ -190,6 +190,7 @@ findings:
         approvals: None,
         simulated_work: Duration::ZERO,
         metrics: None,
+        drafting: None,
     };
     let store: Arc<dyn Store> = Arc::new(store);
     let outcome = investigator.investigate(&WorkContext::detached(investigation, store)).await.unwrap();

@@ -16,6 +16,7 @@ use super::inquiry::{self, Setup, Waits};
 use super::sessions::{SessionManager, SessionPool, Target};
 use crate::engine::work::WorkOutcome;
 use crate::engine::{EventBody, Investigator, PlaceholderInvestigator, WorkContext, WorkError};
+use crate::github::drafter::Proposed;
 use crate::planner::{Planner, ToolInfo};
 use crate::playbook::{AlertContext, Playbook};
 use crate::store::StoredEvent;
@@ -48,6 +49,8 @@ pub struct AgentInvestigator {
     pub simulated_work: Duration,
     /// Where token use, cost and tool calls are counted per team.
     pub metrics: Option<crate::telemetry::Metrics>,
+    /// Where proposed changes become draft pull requests; none: they stay in the report.
+    pub drafting: Option<Arc<crate::github::drafter::Drafting>>,
 }
 
 #[async_trait]
@@ -122,6 +125,19 @@ impl Investigator for AgentInvestigator {
             m.investigation_usage(&inv.team, &outcome.report);
         }
         events.extend(outcome.events);
+        if let Some(drafting) = &self.drafting {
+            let proposals: Vec<Proposed<'_>> = outcome
+                .report
+                .remediation
+                .iter()
+                .filter(|r| !r.edits.is_empty())
+                .map(|r| Proposed { title: &r.title, description: r.description.as_deref(), edits: &r.edits })
+                .collect();
+            if !proposals.is_empty() {
+                let summary = outcome.report.to_markdown();
+                events.extend(drafting.propose(&inv.id, &summary, &proposals).await);
+            }
+        }
         // Questions asked while it waited in the queue.
         if !prior.questions.is_empty() {
             let markdown = outcome.report.to_markdown();

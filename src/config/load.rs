@@ -61,6 +61,8 @@ const LIST_KEYS: &[&str] = &[
     "agent.redact",
     "github.webhook_secrets",
     "github.approvers",
+    "github.labels",
+    "github.reviewers",
 ];
 
 /// Every key a config may hold; prefixes ending in `.` hold maps of user-chosen keys.
@@ -137,6 +139,16 @@ const KNOWN_KEYS: &[&str] = &[
     "github.webhook_secrets",
     "github.app_login",
     "github.approvers",
+    "github.api_url",
+    "github.web_url",
+    "github.repository",
+    "github.base",
+    "github.token",
+    "github.app_id",
+    "github.installation_id",
+    "github.private_key_file",
+    "github.labels",
+    "github.reviewers",
 ];
 
 /// Loads file, environment and flags. `env` replaces the process environment (tests
@@ -308,11 +320,45 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
 }
 
 fn github(r: &mut Reader<'_>) -> GithubConfig {
+    let api_url = r.or("github.api_url", "https://api.github.com".to_string()).trim_end_matches('/').to_string();
+    let web_default = match api_url.as_str() {
+        "https://api.github.com" => "https://github.com".to_string(),
+        other => other.strip_suffix("/api/v3").unwrap_or(other).to_string(),
+    };
     let github = GithubConfig {
         webhook_secrets: r.secrets("github.webhook_secrets"),
         app_login: r.or("github.app_login", "inquest[bot]".to_string()),
         approvers: r.opt("github.approvers").unwrap_or_default(),
+        web_url: r.or("github.web_url", web_default).trim_end_matches('/').to_string(),
+        api_url,
+        repository: r.opt("github.repository"),
+        base: r.or("github.base", "main".to_string()),
+        token: r.opt::<String>("github.token").map(SecretString::from),
+        app_id: r.opt("github.app_id"),
+        installation_id: r.opt("github.installation_id"),
+        private_key_file: r.opt::<String>("github.private_key_file").map(PathBuf::from),
+        labels: r.opt("github.labels").unwrap_or_else(|| vec!["inquest".to_string()]),
+        reviewers: r.opt("github.reviewers").unwrap_or_default(),
     };
+    if !matches!(reqwest::Url::parse(&github.api_url), Ok(u) if matches!(u.scheme(), "http" | "https")) {
+        r.error("github.api_url", format!("`{}` is not an http(s) URL", github.api_url));
+    }
+    if let Some(repo) = &github.repository {
+        let part = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !repo.split_once('/').is_some_and(|(o, n)| part(o) && part(n)) {
+            r.error("github.repository", format!("`{repo}` is not `owner/name`"));
+        }
+        let app = [github.app_id.is_some(), github.installation_id.is_some(), github.private_key_file.is_some()];
+        match (github.token.is_some(), app) {
+            (_, [true, true, true]) | (true, [false, false, false]) => {}
+            (false, [false, false, false]) => r.error(
+                "github.repository",
+                "drafting pull requests needs credentials: github.app_id, github.installation_id and \
+                 github.private_key_file (or github.token, for development)",
+            ),
+            _ => r.error("github.app_id", "a GitHub App needs all of app_id, installation_id and private_key_file"),
+        }
+    }
     // GitHub logins: letters, digits and single hyphens; an app's ends in `[bot]`.
     let login = |s: &str| {
         let name = s.strip_suffix("[bot]").unwrap_or(s);
@@ -575,6 +621,31 @@ mod tests {
         let overrides = Overrides { config_file: Some(file), listen: Some("127.0.0.1:2".into()), ..Default::default() };
         let cfg = load(&overrides, env(&[("INQUEST_LISTEN", "127.0.0.1:3")])).unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn drafting_needs_a_repository_and_credentials() {
+        let keys = |pairs: &[(&str, &str)]| -> Vec<String> {
+            match load(&Overrides::default(), env(pairs)) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0.into_iter().map(|e| e.key).collect(),
+            }
+        };
+        assert_eq!(keys(&[("INQUEST_GITHUB__REPOSITORY", "acme/etl")]), ["github.repository"], "no credentials");
+        assert_eq!(
+            keys(&[("INQUEST_GITHUB__REPOSITORY", "acme"), ("INQUEST_GITHUB__TOKEN", "t")]),
+            ["github.repository"]
+        );
+        assert_eq!(
+            keys(&[("INQUEST_GITHUB__REPOSITORY", "acme/etl"), ("INQUEST_GITHUB__APP_ID", "1")]),
+            ["github.app_id"]
+        );
+        assert!(keys(&[("INQUEST_GITHUB__REPOSITORY", "acme/etl"), ("INQUEST_GITHUB__TOKEN", "t")]).is_empty());
+        assert_eq!(keys(&[("INQUEST_GITHUB__APPROVERS", "inquest[bot]")]), ["github.approvers[0]"], "the app itself");
+        let cfg =
+            load(&Overrides::default(), env(&[("INQUEST_GITHUB__API_URL", "https://ghe.example.com/api/v3")])).unwrap();
+        assert_eq!(cfg.github.web_url, "https://ghe.example.com");
+        assert_eq!(load(&Overrides::default(), env(&[])).unwrap().github.web_url, "https://github.com");
     }
 
     #[test]

@@ -58,6 +58,25 @@ pub struct GithubConfig {
     pub app_login: String,
     /// GitHub logins whose approving review of the recorded head approves a gate.
     pub approvers: Vec<String>,
+    /// The REST API: `https://api.github.com`, or GitHub Enterprise's `.../api/v3`.
+    pub api_url: String,
+    /// Where people open pull requests (`https://github.com`), for links.
+    pub web_url: String,
+    /// `owner/name` that drafted pull requests go to; none: nothing is drafted.
+    pub repository: Option<String>,
+    /// The branch changes are proposed to (never written).
+    pub base: String,
+    /// A personal access token: development only.
+    #[serde(skip)]
+    pub token: Option<SecretString>,
+    /// A GitHub App: its id, its installation on the repository and its private key.
+    pub app_id: Option<u64>,
+    pub installation_id: Option<u64>,
+    pub private_key_file: Option<PathBuf>,
+    /// Labels on every drafted pull request.
+    pub labels: Vec<String>,
+    /// Asked to review once a draft is approved.
+    pub reviewers: Vec<String>,
 }
 
 /// How the agent investigates.
@@ -315,6 +334,16 @@ impl Config {
                 "webhook_secrets": secrets(&self.github.webhook_secrets),
                 "app_login": self.github.app_login,
                 "approvers": self.github.approvers,
+                "api_url": self.github.api_url,
+                "web_url": self.github.web_url,
+                "repository": self.github.repository,
+                "base": self.github.base,
+                "token": self.github.token.as_ref().map(|_| "***"),
+                "app_id": self.github.app_id,
+                "installation_id": self.github.installation_id,
+                "private_key_file": self.github.private_key_file,
+                "labels": self.github.labels,
+                "reviewers": self.github.reviewers,
             },
             "llm": self.llm.as_ref().map(|l| {
                 let mut v = serde_json::to_value(l).unwrap_or_default();

@@ -13,13 +13,15 @@
 
 use std::sync::Arc;
 
-use tracing::info;
+use serde_json::json;
+use tracing::{info, warn};
 
 use super::codehost::{CodeHost, HostError, PullRequest, Signature};
 use super::draft::{self, DraftPlan, DraftProgress, PullRef, Step};
 use super::gate::{self, Effect, Gate, GateState};
 use super::store::{GithubStore, GithubStoreError};
 use crate::clock::Clock;
+use crate::engine::EventBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DraftError {
@@ -226,4 +228,82 @@ impl Drafter {
 /// progress was edited by hand.
 fn need<T>(value: &Option<T>) -> Result<&T, DraftError> {
     value.as_ref().ok_or_else(|| DraftError::Store(GithubStoreError::Corrupt("a draft's progress skips a step".into())))
+}
+
+/// Drafting for investigations: where their pull requests go and how they look.
+pub struct Drafting {
+    pub drafter: Drafter,
+    /// `owner/name` and the branch changes are proposed to.
+    pub repo: String,
+    pub base: String,
+    pub labels: Vec<String>,
+    /// Asked to review once a gate is approved.
+    pub reviewers: Vec<String>,
+    /// Where a person follows an investigation: `<this>/<id>`.
+    pub thread_base: String,
+    /// Where pull requests are shown: `<this>/<repo>/pull/<n>`.
+    pub web_base: String,
+}
+
+/// One change an investigation proposes.
+pub struct Proposed<'a> {
+    pub title: &'a str,
+    pub description: Option<&'a str>,
+    pub edits: &'a [draft::FileEdit],
+}
+
+impl Drafting {
+    /// Drafts a pull request for each proposal, one after another (the drafts are
+    /// numbered in order, so a repeated investigation resumes the same drafts), and says
+    /// what came of each as events for the investigation's log.
+    pub async fn propose(&self, investigation_id: &str, summary: &str, proposals: &[Proposed<'_>]) -> Vec<EventBody> {
+        let mut events = Vec::new();
+        for (i, p) in proposals.iter().enumerate() {
+            let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let plan = DraftPlan {
+                investigation_id: investigation_id.to_string(),
+                n,
+                repo: self.repo.clone(),
+                base: self.base.clone(),
+                title: p.title.to_string(),
+                summary: match p.description {
+                    Some(d) => format!("{summary}\n\n{d}"),
+                    None => summary.to_string(),
+                },
+                thread_url: format!("{}/{investigation_id}", self.thread_base),
+                labels: self.labels.clone(),
+                edits: p.edits.to_vec(),
+                requester_login: None,
+                created_at: self.drafter.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = self.drafter.clock.now().timestamp_millis();
+            let outcome = match self.drafter.store.create_draft(&id, &plan, now).await {
+                Ok(id) => self.drafter.run(&id).await.map(|outcome| (id, outcome)),
+                Err(e) => Err(DraftError::Store(e)),
+            };
+            events.push(match outcome {
+                Ok((draft_id, outcome)) => {
+                    let pull = match self.drafter.store.draft(&draft_id).await {
+                        Ok(Some((_, progress, _))) => progress.pull.map(|p| p.number),
+                        _ => None,
+                    };
+                    EventBody::new(
+                        "pull_request.drafted",
+                        json!({"draft_id": draft_id, "n": n, "title": plan.title, "repo": self.repo,
+                               "number": pull, "url": pull.map(|n| format!("{}/{}/pull/{n}", self.web_base, self.repo)),
+                               "branch": draft::branch_name(&plan), "outcome": outcome}),
+                    )
+                }
+                Err(e) => {
+                    warn!(investigation = investigation_id, n, error = %e, "drafting a pull request failed");
+                    EventBody::new(
+                        "pull_request.failed",
+                        json!({"n": n, "title": plan.title, "repo": self.repo, "why": e.to_string()}),
+                    )
+                }
+            });
+        }
+        events
+    }
 }

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::drafter::Drafting;
 use super::events::{self, EventError};
 use super::gate::{self, Outcome, Reviewers};
 use super::signature::{self, SignatureError};
@@ -59,6 +60,8 @@ pub struct Webhooks {
     pub clock: Arc<dyn Clock>,
     /// Wakes the processor when a delivery was stored.
     pub wake: Arc<Notify>,
+    /// Makes a pull request show its gate's new state; none: gates change, PRs do not.
+    pub drafting: Option<Arc<Drafting>>,
 }
 
 /// The answer to a delivery.
@@ -202,6 +205,12 @@ impl Webhooks {
                     let now = self.clock.now().timestamp_millis();
                     if self.store.save_gate(&stored.id, &gate, stored.version, &why, &source, now).await? {
                         info!(repo, number, state = gate.state.as_str(), why, "gate changed");
+                        if let Some(d) = &self.drafting
+                            && let Err(e) = d.drafter.settle(repo, number, &d.reviewers).await
+                        {
+                            // The gate's state is stored; the next event for this PR settles it again.
+                            warn!(repo, number, error = %e, "the pull request does not show its gate's state yet");
+                        }
                         return Ok(format!("{}: {why}", gate.state.as_str()));
                     }
                     // Changed meanwhile (another delivery, the drafter): decide again on what is there now.
