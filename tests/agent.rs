@@ -20,7 +20,7 @@ use inquest::playbook::{self, AlertContext, Playbook};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::mcp::FakeMcp;
+use crate::support::mcp::{ECHO_PLAYBOOK, FakeMcp};
 use crate::support::openai::{Script, ScriptedLlm, Turn};
 use crate::support::served;
 use crate::support::{airflow as af, presto, spark};
@@ -70,17 +70,6 @@ fn alert(labels: &[(&str, &str)]) -> AlertContext {
 fn shipped_playbooks() -> Vec<Playbook> {
     playbook::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks")]).unwrap()
 }
-
-const ECHO_PLAYBOOK: &str = r#"
-name: echo-failure
-description: d
-manual_minutes: 15
-match: {labels: ['alertname="EchoFailed"']}
-steps:
-  - {id: say, tool: fake__echo, args: {text: "{{ labels.word }}"}}
-findings:
-  - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
-"#;
 
 async fn inquire(
     alert: &AlertContext,

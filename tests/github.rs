@@ -593,25 +593,16 @@ mod end_to_end {
     use inquest::github::drafter::{Drafter, Drafting};
     use inquest::github::octo::{GithubAuth, OctoHost};
     use inquest::github::{GateState, GithubStore, Reviewers, Webhooks};
-    use inquest::intake::{self, Source};
     use inquest::playbook;
-    use inquest::store::{IngestPolicy, IngestRequest, SqlStore, Store};
+    use inquest::store::{SqlStore, Store};
     use secrecy::SecretString;
     use serde_json::json;
 
     use crate::support::github::GithubServer;
-    use crate::support::mcp::FakeMcp;
+    use crate::support::mcp::{ECHO_PLAYBOOK, FakeMcp, echo_investigation};
 
-    const PLAYBOOK: &str = r#"
-name: echo-failure
-description: d
-manual_minutes: 15
-match: {labels: ['alertname="EchoFailed"']}
-steps:
-  - {id: say, tool: fake__echo, args: {text: "{{ labels.word }}"}}
-findings:
-  - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
-remediations:
+    /// The echo playbook with a fix: pin the echoed word in the word's config file.
+    const REMEDIATION: &str = r#"remediations:
   - id: pin_word
     when: [word]
     title: "Pin the word of {{ labels.word }}"
@@ -627,20 +618,7 @@ remediations:
         let github = GithubServer::start("acme", &[("conf/orders.conf", "word = loud\n")]).await;
         let dir = tempfile::tempdir().unwrap();
         let sql = Arc::new(SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap());
-        let body = json!({
-            "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-            "alerts": [{"status": "firing", "labels": {"alertname": "EchoFailed", "word": "orders"},
-                        "annotations": {}, "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                        "generatorURL": "", "fingerprint": "f1"}],
-        })
-        .to_string();
-        let delivery = intake::parse(Source::Alertmanager, body.as_bytes(), None).unwrap();
-        let request = IngestRequest { delivery, team: "data".into(), service: None, body };
-        let policy =
-            IngestPolicy { cooldown: Duration::from_secs(600), on_resolved: inquest::config::OnResolved::Continue };
-        let out = sql.ingest(vec![request], &policy, chrono::Utc::now()).await.unwrap();
-        let investigation = sql.investigation(&out[0].new_investigations[0]).await.unwrap().unwrap();
+        let investigation = echo_investigation(&sql, "orders").await;
 
         let store = GithubStore::new(sql.clone());
         let host = Arc::new(OctoHost::new(&github.url, GithubAuth::Token(SecretString::from("t")), "acme/etl"));
@@ -660,7 +638,7 @@ remediations:
         });
         let target = Target { name: "fake".into(), url: mcp.url.clone(), http: reqwest::Client::new(), trusted: true };
         let investigator = AgentInvestigator {
-            playbooks: vec![playbook::parse("echo.yaml", PLAYBOOK).unwrap()],
+            playbooks: vec![playbook::parse("echo.yaml", &format!("{ECHO_PLAYBOOK}{REMEDIATION}")).unwrap()],
             discovery: Arc::new(FixedDiscovery(vec![target])),
             sessions: Arc::new(SessionPool::new(Limits::default())),
             planner: None,

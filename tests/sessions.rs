@@ -144,44 +144,17 @@ async fn an_investigation_records_its_calls_findings_and_report() {
 
     use inquest::agent::{AgentInvestigator, FixedDiscovery};
     use inquest::engine::{Investigator, WorkContext};
-    use inquest::intake::{self, Source};
-    use inquest::store::{IngestPolicy, IngestRequest, SqlStore, Store};
+    use inquest::store::{SqlStore, Store};
+
+    use crate::support::mcp::{ECHO_PLAYBOOK, echo_investigation};
 
     let server = FakeMcp::start(&["echo", "fail"]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap();
-    let body = json!({
-        "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",
-        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-        "alerts": [{"status": "firing", "labels": {"alertname": "EchoFailed", "word": "orders"},
-                    "annotations": {}, "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "", "fingerprint": "f1"}],
-    })
-    .to_string();
-    let delivery = intake::parse(Source::Alertmanager, body.as_bytes(), None).unwrap();
-    let request = IngestRequest { delivery, team: "data".into(), service: None, body };
-    let policy =
-        IngestPolicy { cooldown: Duration::from_secs(600), on_resolved: inquest::config::OnResolved::Continue };
-    let out = store.ingest(vec![request], &policy, chrono::Utc::now()).await.unwrap();
-    let investigation = store.investigation(&out[0].new_investigations[0]).await.unwrap().unwrap();
-
-    let playbooks = vec![
-        playbook::parse(
-            "echo.yaml",
-            r#"
-name: echo-failure
-description: d
-manual_minutes: 15
-match: {labels: ['alertname="EchoFailed"']}
-steps:
-  - {id: say, tool: fake__echo, args: {text: "{{ labels.word }}"}}
-  - {id: refuse, tool: fake__fail, args: {text: "x"}}
-findings:
-  - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
-"#,
-        )
-        .unwrap(),
-    ];
+    let investigation = echo_investigation(&store, "orders").await;
+    // The echo playbook with a second step, whose tool fails.
+    let yaml = ECHO_PLAYBOOK.replace("findings:", "  - {id: refuse, tool: fake__fail, args: {text: \"x\"}}\nfindings:");
+    let playbooks = vec![playbook::parse("echo.yaml", &yaml).unwrap()];
     let investigator = AgentInvestigator {
         playbooks,
         discovery: Arc::new(FixedDiscovery(vec![target("fake", &server.url, true)])),

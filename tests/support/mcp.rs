@@ -106,3 +106,38 @@ impl Drop for FakeMcp {
         self.stop.cancel();
     }
 }
+
+/// A playbook over the fake server's `echo`: it finds the echoed word.
+pub const ECHO_PLAYBOOK: &str = r#"
+name: echo-failure
+description: d
+manual_minutes: 15
+match: {labels: ['alertname="EchoFailed"']}
+steps:
+  - {id: say, tool: fake__echo, args: {text: "{{ labels.word }}"}}
+findings:
+  - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
+"#;
+
+/// The investigation an `EchoFailed` alert with label `word` opens in `store`.
+pub async fn echo_investigation(store: &inquest::store::SqlStore, word: &str) -> inquest::store::InvestigationSummary {
+    use inquest::intake::{self, Source};
+    use inquest::store::{IngestPolicy, IngestRequest, Store};
+
+    let body = serde_json::json!({
+        "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "EchoFailed", "word": word},
+                    "annotations": {}, "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "", "fingerprint": "f1"}],
+    })
+    .to_string();
+    let delivery = intake::parse(Source::Alertmanager, body.as_bytes(), None).unwrap();
+    let request = IngestRequest { delivery, team: "data".into(), service: None, body };
+    let policy = IngestPolicy {
+        cooldown: std::time::Duration::from_secs(600),
+        on_resolved: inquest::config::OnResolved::Continue,
+    };
+    let out = store.ingest(vec![request], &policy, chrono::Utc::now()).await.unwrap();
+    store.investigation(&out[0].new_investigations[0]).await.unwrap().unwrap()
+}
