@@ -686,3 +686,43 @@ mod end_to_end {
         sql.close().await;
     }
 }
+
+// ---------------------------------------------------------------------------------
+// GitHub's own recorded exchanges (`@octokit/fixtures`), replayed through the octocrab
+// CodeHost: the requests it makes are the recorded ones, and it reads GitHub's answers.
+
+mod recorded {
+    use inquest::github::codehost::CodeHost;
+    use inquest::github::octo::{GithubAuth, OctoHost};
+    use secrecy::SecretString;
+
+    use crate::support::fixtures::Replay;
+
+    fn host(replay: &Replay, repo: &str) -> OctoHost {
+        OctoHost::new(
+            &replay.url,
+            GithubAuth::Token(SecretString::from("0000000000000000000000000000000000000001")),
+            repo,
+        )
+    }
+
+    #[tokio::test]
+    async fn git_refs_are_created_and_deleted_as_github_recorded_them() {
+        let replay = Replay::start("git-refs").await;
+        let h = host(&replay, "octokit-fixture-org/git-refs");
+        h.create_branch("x", "test", "0000000000000000000000000000000000000002").await.unwrap();
+        h.delete_branch("x", "test").await.unwrap();
+        assert_eq!(replay.unexpected(), Vec::<String>::new());
+        assert_eq!(replay.replayed(), 2);
+    }
+
+    #[tokio::test]
+    async fn labels_are_added_as_github_recorded_it() {
+        let replay = Replay::start("add-labels-to-issue").await;
+        let h = host(&replay, "octokit-fixture-org/add-labels-to-issue");
+        let labels = ["Foo", "bAr", "baZ"].map(String::from);
+        h.add_labels("x", 1, &labels).await.unwrap();
+        assert_eq!(replay.unexpected(), Vec::<String>::new());
+        assert_eq!(replay.replayed(), 1);
+    }
+}

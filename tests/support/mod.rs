@@ -3,6 +3,7 @@
 
 pub mod airflow;
 pub mod codehost;
+pub mod fixtures;
 pub mod github;
 pub mod mcp;
 pub mod oidc;
