@@ -13,7 +13,7 @@ use inquest::agent::inquiry::{self, Outcome, Setup};
 use inquest::agent::investigator::tool_infos;
 use inquest::agent::report::Mode;
 use inquest::agent::{Limits, Redactor, SessionManager, Target};
-use inquest::config::{LlmConfig, Price};
+use inquest::config::Price;
 use inquest::mcp::Domain;
 use inquest::planner::{Budget, OpenAiModel, Planner, Prompts};
 use inquest::playbook::{self, AlertContext, Playbook};
@@ -30,18 +30,7 @@ const SECRET: &str = "s3cr3t-hunter2-value";
 const API_KEY: &str = "sk-test-0123456789abcdefghijklmnop";
 
 fn planner(llm: &ScriptedLlm, budget: Budget) -> Planner {
-    let config = LlmConfig {
-        base_url: llm.base_url(),
-        model: "scripted-1".into(),
-        api_key: Some(API_KEY.to_string().into()),
-        timeout: Duration::from_secs(20),
-        max_steps: budget.max_steps,
-        max_tokens: budget.max_tokens,
-        max_cost_usd: budget.max_cost_usd,
-        max_time: budget.max_time,
-        max_tools: 24,
-        prices: BTreeMap::new(),
-    };
+    let config = llm.config(API_KEY, Duration::from_secs(20), &budget);
     let mut prices = BTreeMap::new();
     prices.insert("scripted".to_string(), Price { prompt_per_mtok: 3.0, completion_per_mtok: 15.0 });
     Planner {

@@ -118,6 +118,27 @@ impl ScriptedLlm {
         self.base_url.clone()
     }
 
+    /// `[llm]` settings for this server (model `scripted-1`), within `budget`.
+    pub fn config(
+        &self,
+        api_key: &str,
+        timeout: Duration,
+        budget: &inquest::planner::Budget,
+    ) -> inquest::config::LlmConfig {
+        inquest::config::LlmConfig {
+            base_url: self.base_url(),
+            model: "scripted-1".into(),
+            api_key: Some(api_key.to_string().into()),
+            timeout,
+            max_steps: budget.max_steps,
+            max_tokens: budget.max_tokens,
+            max_cost_usd: budget.max_cost_usd,
+            max_time: budget.max_time,
+            max_tools: 24,
+            prices: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// Every request body received, in order (a body that is not JSON as a string).
     pub fn requests(&self) -> Vec<Value> {
         lock(&self.shared.requests).clone()
