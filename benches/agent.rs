@@ -68,6 +68,9 @@
 // A bench is a program whose failures are reported by panicking, like a test's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/words.rs"]
+mod words;
+
 #[path = "../tests/support/openai.rs"]
 #[allow(dead_code)]
 mod openai;
@@ -90,7 +93,6 @@ use inquest::agent::inquiry::{self, Setup};
 use inquest::agent::investigator::tool_infos;
 use inquest::agent::report::Mode;
 use inquest::agent::{Limits, Redactor, SessionManager, SessionPool, Target};
-use inquest::config::LlmConfig;
 use inquest::mcp::Domain;
 use inquest::planner::{Budget, ChatModel, LlmError, OpenAiModel, Planner, Prompts};
 use inquest::playbook::{self, AlertContext, Playbook, ToolCaller};
@@ -119,10 +121,7 @@ struct Options {
 }
 
 fn options() -> Result<Options> {
-    let mut words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    if let Ok(env) = std::env::var("INQUEST_BENCH") {
-        words.extend(env.split([',', ' ']).filter(|w| !w.is_empty()).map(str::to_string));
-    }
+    let words = words::words();
     let (mut overhead, mut concurrency, mut quick) = (false, false, false);
     let (mut real, mut replay) = (false, false);
     for w in &words {
@@ -350,18 +349,7 @@ async fn llm(servers: &Handle, app: &str, latency: Duration) -> Result<ScriptedL
 
 fn new_planner(llm: &ScriptedLlm) -> Result<Planner> {
     let budget = Budget { max_steps: 6, max_tokens: 500_000, max_cost_usd: 5.0, max_time: Duration::from_secs(120) };
-    let config = LlmConfig {
-        base_url: llm.base_url(),
-        model: "scripted-1".into(),
-        api_key: Some("sk-bench".to_string().into()),
-        timeout: Duration::from_secs(60),
-        max_steps: budget.max_steps,
-        max_tokens: budget.max_tokens,
-        max_cost_usd: budget.max_cost_usd,
-        max_time: budget.max_time,
-        max_tools: 24,
-        prices: BTreeMap::new(),
-    };
+    let config = llm.config("sk-bench", Duration::from_secs(60), &budget);
     Ok(Planner {
         model: Arc::new(TimedModel(Arc::new(OpenAiModel::new(&config)))),
         prompts: Prompts::load(None)?,

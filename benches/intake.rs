@@ -53,6 +53,9 @@
 //! The server gets `INQUEST_*` config variables (`INQUEST_INTAKE__BATCH_MAX`, ...) from
 //! this environment; the bench sets the store URL, log level and simulated work itself.
 
+#[path = "support/words.rs"]
+mod words;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
@@ -163,15 +166,7 @@ struct Options {
 
 impl Options {
     fn from_env_and_args() -> Result<Options, String> {
-        let env = std::env::var("INQUEST_BENCH").unwrap_or_default();
-        // cargo passes `--bench` to harness-less benches; flags are not ours.
-        let words: Vec<String> = std::env::args()
-            .skip(1)
-            .filter(|a| !a.starts_with('-'))
-            .chain(env.split(|c: char| c == ',' || c.is_whitespace()).map(str::to_string))
-            .filter(|w| !w.is_empty())
-            .map(|w| w.to_ascii_lowercase())
-            .collect();
+        let words = words::words();
         let (mut parts, mut backends, mut quick) = (Vec::new(), Vec::new(), false);
         for w in &words {
             match w.as_str() {

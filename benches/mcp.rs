@@ -37,6 +37,9 @@
 // A bench is a program whose failures are reported by panicking, like a test's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/words.rs"]
+mod words;
+
 #[path = "../tests/support/airflow.rs"]
 #[allow(dead_code)]
 mod airflow;
@@ -80,10 +83,7 @@ struct Options {
 }
 
 fn options() -> Result<Options> {
-    let mut words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    if let Ok(env) = std::env::var("INQUEST_BENCH") {
-        words.extend(env.split([',', ' ']).filter(|w| !w.is_empty()).map(str::to_string));
-    }
+    let words = words::words();
     let mut servers = Vec::new();
     let mut reference = false;
     let mut quick = false;

@@ -90,6 +90,9 @@
 //! like ours (it can read below this process's own share) but shows other CPU-bound
 //! work on the box (compilers, tests). Compare runs made under the same conditions.
 
+#[path = "support/words.rs"]
+mod words;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::hint::black_box;
@@ -230,16 +233,7 @@ struct Options {
 
 impl Options {
     fn from_env_and_args() -> Result<Options, String> {
-        let env = std::env::var("INQUEST_BENCH").unwrap_or_default();
-        // cargo passes `--bench` to every bench binary; flags are not ours.
-        let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-        let words: Vec<String> = env
-            .split([',', ' '])
-            .map(str::to_string)
-            .chain(args)
-            .map(|w| w.trim().to_lowercase())
-            .filter(|w| !w.is_empty())
-            .collect();
+        let words = words::words();
         let mut o = Options { decide: false, check: false, list: false, quick: false };
         for w in &words {
             match w.as_str() {
