@@ -15,6 +15,7 @@ pub mod github;
 pub mod identity;
 pub mod intake;
 pub mod mcp;
+pub mod percent;
 pub mod planner;
 pub mod playbook;
 pub mod policy;

@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::codehost::{CodeHost, FileWrite, HostError, PullRequest, Signature};
+use crate::percent;
 
 /// How Inquest signs in to GitHub.
 #[derive(Clone)]
@@ -138,18 +139,15 @@ impl OctoHost {
         let _turn = self.writes.lock().await;
         rate_limited(|| client.post::<_, R>(route, Some(body))).await
     }
-
-    /// The repository's own name for a branch or path in a URL: each segment
-    /// percent-encoded, the slashes kept.
-    fn path(segments: &str) -> String {
-        segments.split('/').map(encode).collect::<Vec<_>>().join("/")
-    }
 }
 
 #[async_trait]
 impl CodeHost for OctoHost {
     async fn branch(&self, _repo: &str, branch: &str) -> Result<Option<String>, HostError> {
-        match self.get::<Value>(&self.route(&format!("git/ref/heads/{}", Self::path(branch)))).await {
+        match self
+            .get::<Value>(&self.route(&format!("git/ref/heads/{}", percent::encode_keeping_slashes(branch))))
+            .await
+        {
             Ok(r) => Ok(r["object"]["sha"].as_str().map(str::to_string)),
             Err(HostError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -157,7 +155,8 @@ impl CodeHost for OctoHost {
     }
 
     async fn file(&self, _repo: &str, path: &str, commit: &str) -> Result<Option<String>, HostError> {
-        let route = self.route(&format!("contents/{}?ref={}", Self::path(path), encode(commit)));
+        let route =
+            self.route(&format!("contents/{}?ref={}", percent::encode_keeping_slashes(path), percent::encode(commit)));
         match self.get::<Value>(&route).await {
             Ok(r) if r["type"] == "file" => {
                 let encoded: String = r["content"].as_str().unwrap_or_default().split_whitespace().collect();
@@ -212,7 +211,7 @@ impl CodeHost for OctoHost {
     async fn delete_branch(&self, _repo: &str, branch: &str) -> Result<(), HostError> {
         let client = self.client().await?;
         let _turn = self.writes.lock().await;
-        let route = self.route(&format!("git/refs/heads/{}", Self::path(branch)));
+        let route = self.route(&format!("git/refs/heads/{}", percent::encode_keeping_slashes(branch)));
         let uri = format!("{}{route}", self.api_url);
         let answer = rate_limited(|| async {
             let response = client._delete(uri.as_str(), None::<&()>).await?;
@@ -246,7 +245,7 @@ impl CodeHost for OctoHost {
 
     async fn find_pull(&self, _repo: &str, head: &str) -> Result<Option<PullRequest>, HostError> {
         let owner = self.repo.split_once('/').map(|(o, _)| o).unwrap_or_default();
-        let route = self.route(&format!("pulls?state=open&head={}", encode(&format!("{owner}:{head}"))));
+        let route = self.route(&format!("pulls?state=open&head={}", percent::encode(&format!("{owner}:{head}"))));
         let pulls: Vec<Value> = self.get(&route).await?;
         pulls.first().map(pull_request).transpose()
     }
@@ -329,13 +328,6 @@ impl OctoHost {
             None => format!("{}/graphql", self.api_url),
         }
     }
-}
-
-/// Percent-encodes one URL segment or query value (RFC 3986 unreserved characters kept).
-fn encode(text: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
 }
 
 fn sha(v: &Value, what: &str) -> Result<String, HostError> {

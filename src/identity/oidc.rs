@@ -255,7 +255,8 @@ async fn login_start(State(auth): State<Arc<WebAuth>>, Query(q): Query<NextQuery
     let next = safe_next(q.next.as_deref());
     let Some(oidc) = &auth.oidc else {
         if auth.dev.is_some() {
-            return Redirect::to(&format!("/auth/dev-login?next={}", query_encode(&next))).into_response();
+            return Redirect::to(&format!("/auth/dev-login?next={}", crate::percent::encode_keeping_slashes(&next)))
+                .into_response();
         }
         return page(StatusCode::NOT_FOUND, "No login", "<p>No identity provider is configured on this server.</p>");
     };
@@ -404,18 +405,6 @@ fn escape_html(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
-        }
-    }
-    out
-}
-
-fn query_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
         }
     }
     out

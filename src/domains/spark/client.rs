@@ -258,14 +258,7 @@ impl SparkClient {
 
 /// `applications/<id><tail>`, with the id percent-encoded as one path segment.
 fn app_path(app: &str, tail: &str) -> String {
-    let encoded: String = app
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("applications/{encoded}{tail}")
+    format!("applications/{}{tail}", crate::percent::encode(app))
 }
 
 /// reqwest's top-level message is often just "error sending request"; the cause

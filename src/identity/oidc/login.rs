@@ -144,7 +144,10 @@ impl OidcLogin {
         match &self.client_secret {
             // RFC 6749 2.3.1: both parts are form-encoded before they go into Basic.
             Some(secret) => {
-                request = request.basic_auth(form_encode(&self.client_id), Some(form_encode(secret.expose_secret())))
+                request = request.basic_auth(
+                    crate::percent::encode(&self.client_id),
+                    Some(crate::percent::encode(secret.expose_secret())),
+                )
             }
             None => form.push(("client_id", self.client_id.as_str())),
         }
@@ -197,20 +200,6 @@ pub(crate) fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// Percent-encodes all but the unreserved characters (a superset of what
-/// `application/x-www-form-urlencoded` requires, and decoded the same way).
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,7 +215,7 @@ mod tests {
 
     #[test]
     fn client_credentials_are_form_encoded() {
-        assert_eq!(form_encode("inquest"), "inquest");
-        assert_eq!(form_encode("a b+c:d/é"), "a%20b%2Bc%3Ad%2F%C3%A9");
+        assert_eq!(crate::percent::encode("inquest"), "inquest");
+        assert_eq!(crate::percent::encode("a b+c:d/é"), "a%20b%2Bc%3Ad%2F%C3%A9");
     }
 }

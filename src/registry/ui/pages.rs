@@ -43,19 +43,7 @@ fn viewer(principal: Option<&Principal>, uri: &Uri) -> Result<Principal, Redirec
 }
 
 fn urlencode(s: &str) -> String {
-    url_escape(s)
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    crate::percent::encode_keeping_slashes(s)
 }
 
 fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
