@@ -560,6 +560,7 @@ impl Env {
                 admins: vec!["group:registry-admins".into()],
                 approval_ttl: Duration::from_secs(3600),
                 probe_interval: Duration::from_secs(30),
+                pull_request_approvers: Vec::new(),
             };
             let state = RegistryState {
                 config: Arc::new(config),

@@ -119,6 +119,7 @@ impl Harness {
             admins: vec!["group:inquest-admins".into()],
             approval_ttl: Duration::from_secs(TTL_SECS as u64),
             probe_interval: Duration::from_secs(30),
+            pull_request_approvers: Vec::new(),
         };
         let ctx = ApprovalContext {
             config: Arc::new(config),

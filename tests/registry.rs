@@ -53,6 +53,7 @@ impl Reg {
             admins: vec!["group:registry-admins".into(), "spiffe://td/ops/*".into()],
             approval_ttl: Duration::from_secs(3600),
             probe_interval: Duration::from_secs(30),
+            pull_request_approvers: Vec::new(),
         };
         let state = RegistryState {
             config: Arc::new(config),

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AgentConfig, BearerAuth, Config, EngineConfig, EpisodeConfig, GithubConfig, GrafanaAuth, IdentityConfig,
-    IntakeConfig, LlmConfig, LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price, RegistryConfig,
-    StoreConfig, SvidConfig, TlsConfig,
+    IntakeConfig, LlmConfig, LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price, PullRequestApprovers,
+    RegistryConfig, StoreConfig, SvidConfig, TlsConfig,
 };
 
 /// Values given as command-line flags; they win over file and environment.
@@ -120,6 +120,7 @@ const KNOWN_KEYS: &[&str] = &[
     "registry.admins",
     "registry.approval_ttl",
     "registry.probe_interval",
+    "registry.pull_request_approvers",
     "servers.",
     "agent.playbooks",
     "agent.prompts",
@@ -281,13 +282,16 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
 
     let identity = identity(&mut r);
     let default_url = format!("{}://{listen}", if tls.is_some() { "https" } else { "http" });
+    let admins: Vec<String> = r.opt("registry.admins").unwrap_or_else(|| vec!["group:inquest-admins".to_string()]);
+    let pull_request_approvers = pull_request_approvers(&mut r, &admins);
     let registry = RegistryConfig {
         public_url: r.or("registry.public_url", default_url.clone()).trim_end_matches('/').to_string(),
         // Role-to-role calls go over the mesh listener, where certificates are seen.
         url: r.or("registry.url", format!("https://{mesh_listen}")).trim_end_matches('/').to_string(),
-        admins: r.opt("registry.admins").unwrap_or_else(|| vec!["group:inquest-admins".to_string()]),
+        admins,
         approval_ttl: r.duration("registry.approval_ttl", "1h"),
         probe_interval: r.duration("registry.probe_interval", "30s"),
+        pull_request_approvers,
     };
 
     let (servers, server_errors) =
@@ -317,6 +321,42 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
+}
+
+/// Who approves drafted pull requests; without rules, the administrators, for every
+/// repository.
+fn pull_request_approvers(r: &mut Reader<'_>, admins: &[String]) -> Vec<PullRequestApprovers> {
+    const KEY: &str = "registry.pull_request_approvers";
+    let Some(rules) = r.opt::<Vec<PullRequestApprovers>>(KEY) else {
+        return vec![PullRequestApprovers { repository: "*".into(), approvers: admins.to_vec(), required: 1 }];
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let repo = rule.repository.as_str();
+        let parts: Vec<&str> = repo.split('/').collect();
+        let valid = repo == "*"
+            || (parts.len() == 2
+                && parts.iter().all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
+                && !parts[0].contains('*')
+                && (parts[1] == "*" || !parts[1].contains('*')));
+        if !valid {
+            r.error(&format!("{KEY}[{i}].repository"), format!("`{repo}` is not `owner/name`, `owner/*` or `*`"));
+        }
+        if rule.approvers.is_empty() {
+            r.error(&format!("{KEY}[{i}].approvers"), "name at least one approver, or nobody could approve");
+        }
+        for (j, m) in rule.approvers.iter().enumerate() {
+            if !crate::policy::is_valid_matcher(m) {
+                r.error(
+                    &format!("{KEY}[{i}].approvers[{j}]"),
+                    format!("`{m}` is not `group:<name>` or `user:<subject>`"),
+                );
+            }
+        }
+        if rule.required == 0 {
+            r.error(&format!("{KEY}[{i}].required"), "must be at least 1");
+        }
+    }
+    rules
 }
 
 fn github(r: &mut Reader<'_>) -> GithubConfig {
@@ -646,6 +686,48 @@ mod tests {
             load(&Overrides::default(), env(&[("INQUEST_GITHUB__API_URL", "https://ghe.example.com/api/v3")])).unwrap();
         assert_eq!(cfg.github.web_url, "https://ghe.example.com");
         assert_eq!(load(&Overrides::default(), env(&[])).unwrap().github.web_url, "https://github.com");
+    }
+
+    #[test]
+    fn pull_request_approvers_default_to_the_admins_and_are_checked() {
+        let cfg = load(&Overrides::default(), env(&[])).unwrap();
+        let rules = &cfg.registry.pull_request_approvers;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].approvers, cfg.registry.admins);
+        assert!(rules[0].covers("Acme/ETL"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[[registry.pull_request_approvers]]\nrepository = \"acme/etl\"\napprovers = [\"group:data-eng\"]\n\
+             required = 2\n[[registry.pull_request_approvers]]\nrepository = \"acme/*\"\napprovers = [\"user:ann\"]\n",
+        )
+        .unwrap();
+        let cfg = load(&Overrides { config_file: Some(file.clone()), ..Default::default() }, env(&[])).unwrap();
+        let rules = &cfg.registry.pull_request_approvers;
+        assert_eq!((rules[0].required, rules[1].required), (2, 1));
+        assert!(rules[0].covers("ACME/etl") && !rules[0].covers("acme/etl2"));
+        assert!(rules[1].covers("acme/other") && !rules[1].covers("other/acme"));
+
+        std::fs::write(
+            &file,
+            "[[registry.pull_request_approvers]]\nrepository = \"acme\"\napprovers = []\nrequired = 0\n\
+             [[registry.pull_request_approvers]]\nrepository = \"*/x\"\napprovers = [\"data-eng\"]\n",
+        )
+        .unwrap();
+        let errors = load(&Overrides { config_file: Some(file), ..Default::default() }, env(&[])).unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "registry.pull_request_approvers[0].repository",
+                "registry.pull_request_approvers[0].approvers",
+                "registry.pull_request_approvers[0].required",
+                "registry.pull_request_approvers[1].repository",
+                "registry.pull_request_approvers[1].approvers[0]",
+            ]
+        );
     }
 
     #[test]

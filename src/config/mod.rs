@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, ConfigErrors, Overrides, load};
 pub use servers::{ServerConfig, defaults as server_defaults};
@@ -183,6 +183,39 @@ pub struct RegistryConfig {
     pub approval_ttl: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub probe_interval: Duration,
+    /// Who approves the pull requests Inquest drafts, per repository; the first rule
+    /// whose `repository` matches applies. By default the administrators approve all.
+    pub pull_request_approvers: Vec<PullRequestApprovers>,
+}
+
+/// One rule of who approves drafted pull requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequestApprovers {
+    /// `owner/name`, `owner/*` or `*`; compared without regard to case, as GitHub does.
+    pub repository: String,
+    /// Principal matchers: `group:<name>`, `user:<subject>`.
+    pub approvers: Vec<String>,
+    /// Distinct approvals needed.
+    #[serde(default = "one")]
+    pub required: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl PullRequestApprovers {
+    /// Whether this rule covers `repository` (`owner/name`).
+    pub fn covers(&self, repository: &str) -> bool {
+        let pattern = self.repository.to_ascii_lowercase();
+        let repository = repository.to_ascii_lowercase();
+        match pattern.strip_suffix("/*") {
+            _ if pattern == "*" => true,
+            Some(owner) => repository.split_once('/').is_some_and(|(o, _)| o == owner),
+            None => pattern == repository,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

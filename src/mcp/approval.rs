@@ -26,27 +26,9 @@ use serde_json::{Map, Value, json};
 
 use crate::identity::Principal;
 use crate::registry::approvals::action_digest;
+use crate::registry::approvals::client::ApprovalClient;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApprovalError {
-    /// The registry could not be reached or failed.
-    #[error("the registry's approval service is unavailable: {0}")]
-    Unavailable(String),
-    /// The registry refused; `code` is its machine-readable reason.
-    #[error("the registry refused ({code}): {message}")]
-    Refused { code: String, message: String },
-}
-
-/// An approval request as the registry shows it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Ticket {
-    pub id: String,
-    /// `pending`, `approved`, ... (as of the answer).
-    pub state: String,
-    pub digest: String,
-    /// The approval page.
-    pub url: String,
-}
+pub use crate::registry::approvals::client::{ApprovalError, Ticket};
 
 /// The registry's approval service, as a sensitive call needs it.
 #[async_trait]
@@ -60,46 +42,20 @@ pub trait ApprovalDesk: Send + Sync {
 
 /// The registry's `/v0.1/x/approvals` API over the server's mTLS client.
 pub struct RegistryDesk {
-    pub http: reqwest::Client,
-    pub registry_url: String,
+    pub client: ApprovalClient,
     /// The server's registry name (the resource's `server`).
     pub server: String,
-}
-
-impl RegistryDesk {
-    async fn post(&self, path: &str, body: Value) -> Result<Value, ApprovalError> {
-        let url = format!("{}{path}", self.registry_url.trim_end_matches('/'));
-        let resp =
-            self.http.post(&url).json(&body).send().await.map_err(|e| ApprovalError::Unavailable(e.to_string()))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
-        if status.is_client_error() {
-            let code = body["error"].as_str().unwrap_or("refused").to_string();
-            let message = body["message"].as_str().unwrap_or_default().to_string();
-            return Err(ApprovalError::Refused { code, message });
-        }
-        Err(ApprovalError::Unavailable(format!("{url} answered {status}")))
-    }
 }
 
 #[async_trait]
 impl ApprovalDesk for RegistryDesk {
     async fn open(&self, tool: &str, caller: &Principal, action: &Value) -> Result<Ticket, ApprovalError> {
-        let body = json!({
-            "kind": "tool_call",
-            "action": action,
-            "resource": {"server": self.server, "tool": tool},
-            "on_behalf_of": caller,
-        });
-        let answer = self.post("/v0.1/x/approvals", body).await?;
-        serde_json::from_value(answer).map_err(|e| ApprovalError::Unavailable(format!("unexpected answer: {e}")))
+        let resource = json!({"server": self.server, "tool": tool});
+        self.client.create("tool_call", resource, action, json!(caller)).await
     }
 
     async fn consume(&self, id: &str, digest: &str) -> Result<(), ApprovalError> {
-        self.post(&format!("/v0.1/x/approvals/{id}/consume"), json!({"digest": digest})).await.map(|_| ())
+        self.client.consume(id, digest).await.map(|_| ())
     }
 }
 

@@ -21,6 +21,7 @@ use super::server::{Framework, McpServer};
 use super::settings::{AuthMode, ServerSettings};
 use super::tool::Domain;
 use crate::identity::jwt::JwtValidator;
+use crate::registry::approvals::client::ApprovalClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -90,8 +91,7 @@ pub fn serve(
     let desk: Option<Arc<dyn ApprovalDesk>> = match (&deps.desk, &deps.registry) {
         (Some(d), _) => Some(d.clone()),
         (None, Some(r)) => Some(Arc::new(RegistryDesk {
-            http: r.http.clone(),
-            registry_url: r.url.clone(),
+            client: ApprovalClient { http: r.http.clone(), registry_url: r.url.clone() },
             server: settings.registry_name.clone(),
         })),
         (None, None) => None,

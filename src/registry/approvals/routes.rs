@@ -67,7 +67,11 @@ impl FromRef<RegistryState> for ApprovalContext {
             config: state.config.clone(),
             store: state.store.clone(),
             clock: state.clock.clone(),
-            approvers: Arc::new(RegistryApprovers { cache: state.policy.clone(), store: state.store.clone() }),
+            approvers: Arc::new(RegistryApprovers {
+                cache: state.policy.clone(),
+                store: state.store.clone(),
+                pull_requests: state.config.pull_request_approvers.clone(),
+            }),
         }
     }
 }
