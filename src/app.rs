@@ -22,13 +22,14 @@ use crate::config::{Config, SvidConfig};
 use crate::engine::Runner;
 use crate::github::drafter::{Drafter, Drafting};
 use crate::github::octo::{GithubAuth, OctoHost};
-use crate::github::{GithubStore, Reviewers, Webhooks};
+use crate::github::{GateWatch, GithubStore, PullApprovals, RegistryPullApprovals, Reviewers, Webhooks};
 use crate::identity::mtls::{self, MtlsListener, MtlsPeer};
 use crate::identity::oidc::WebAuth;
 use crate::identity::{devca, svid};
 use crate::intake::writer::IntakeWriter;
 use crate::mcp;
 use crate::planner::{Budget, OpenAiModel, Planner, Prompts};
+use crate::registry::approvals::client::ApprovalClient;
 use crate::registry::authz::PolicyCache;
 use crate::registry::catalog::{CatalogStore, ProbeRecorder};
 use crate::registry::{self, RegistryState, approvals, prober};
@@ -126,7 +127,8 @@ pub async fn run(
     if role.runs_agent() {
         let mut investigator = agent_investigator(&config, role).await?;
         investigator.metrics = Some(metrics.clone());
-        let drafting = drafting(&config, &sql, &clock)?;
+        let gate_approvals = gate_approvals(&config).await?;
+        let drafting = drafting(&config, &sql, &clock, gate_approvals.clone())?;
         investigator.drafting = drafting.clone();
         let investigator = Arc::new(investigator);
         let runner = Arc::new(Runner::new(store.clone(), investigator, clock.clone(), config.engine.clone()));
@@ -161,10 +163,20 @@ pub async fn run(
             }),
             clock: clock.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
-            drafting,
+            drafting: drafting.clone(),
+            approvals: Some(gate_approvals.clone()),
         };
         router = router.merge(crate::github::webhook::router(hooks.clone()));
         background.spawn(hooks.run(shutdown.child_token()));
+        // Pending gates and the registry's approval service.
+        let watch = GateWatch {
+            approvals: gate_approvals,
+            store: GithubStore::new(sql.clone()),
+            clock: clock.clone(),
+            drafting,
+            poll: Duration::from_secs(5),
+        };
+        background.spawn(watch.run(shutdown.child_token()));
         // The runner drains at the same time as the HTTP server: it stops claiming
         // as soon as shutdown begins.
         background.spawn(runner.run(shutdown.child_token()));
@@ -276,8 +288,29 @@ pub async fn run(
     Ok(())
 }
 
+/// The registry's approval service for pull-request gates, called with the agent's
+/// mesh identity (the requester of every gate's approval).
+async fn gate_approvals(config: &Config) -> Result<Arc<dyn PullApprovals>, AppError> {
+    let http = agent_registry_http(config).await?;
+    Ok(Arc::new(RegistryPullApprovals { client: ApprovalClient { http, registry_url: config.registry.url.clone() } }))
+}
+
+/// An HTTP client with the agent's mesh identity, for the registry and the servers.
+async fn agent_registry_http(config: &Config) -> Result<reqwest::Client, AppError> {
+    let td = &config.identity.trust_domain;
+    let identity = role_identity(config, "agent").await?;
+    let mut peers = vec![devca::role_id(td, "registry"), format!("spiffe://{td}/server/*")];
+    peers.extend(config.identity.extra_peers.iter().cloned());
+    mtls::http_client(identity, peers).map_err(|e| AppError::Identity(e.to_string()))
+}
+
 /// Drafting of pull requests, when `github.repository` is set.
-fn drafting(config: &Config, sql: &Arc<SqlStore>, clock: &Arc<dyn Clock>) -> Result<Option<Arc<Drafting>>, AppError> {
+fn drafting(
+    config: &Config,
+    sql: &Arc<SqlStore>,
+    clock: &Arc<dyn Clock>,
+    approvals: Arc<dyn PullApprovals>,
+) -> Result<Option<Arc<Drafting>>, AppError> {
     let g = &config.github;
     let Some(repo) = &g.repository else { return Ok(None) };
     let auth = match (&g.app_id, &g.installation_id, &g.private_key_file, &g.token) {
@@ -296,6 +329,7 @@ fn drafting(config: &Config, sql: &Arc<SqlStore>, clock: &Arc<dyn Clock>) -> Res
         store: GithubStore::new(sql.clone()),
         clock: clock.clone(),
         author: ("Inquest".to_string(), "inquest@users.noreply.github.com".to_string()),
+        approvals: Some(approvals),
     };
     info!(repository = %repo, base = %g.base, "pull requests are drafted for proposed changes");
     Ok(Some(Arc::new(Drafting {
@@ -323,11 +357,7 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
     let planner = planner(config)?.map(Arc::new);
     info!(playbooks = playbooks.len(), planner = planner.is_some(), "investigator ready");
 
-    let td = &config.identity.trust_domain;
-    let identity = role_identity(config, "agent").await?;
-    let mut peers = vec![devca::role_id(td, "registry"), format!("spiffe://{td}/server/*")];
-    peers.extend(config.identity.extra_peers.iter().cloned());
-    let http = mtls::http_client(identity, peers).map_err(|e| AppError::Identity(e.to_string()))?;
+    let http = agent_registry_http(config).await?;
     let approvals = RegistryApprovals {
         base: config.registry.url.clone(),
         http: http.clone(),

@@ -26,6 +26,8 @@ fn gate(repo: &str, number: u64, head: &str) -> Gate {
         requester_login: Some("alice".into()),
         state: GateState::Pending,
         approval: None,
+        diff_digest: "d".repeat(64),
+        request: None,
     }
 }
 
@@ -332,6 +334,7 @@ mod drafting {
             store: store.clone(),
             clock: Arc::new(SystemClock),
             author: ("Inquest".into(), "inquest@example.com".into()),
+            approvals: None,
         }
     }
 
@@ -489,6 +492,7 @@ mod octocrab_host {
                 store: store.clone(),
                 clock: Arc::new(SystemClock),
                 author: ("Inquest".into(), "inquest@example.com".into()),
+                approvals: None,
             };
             server.crash_after(Some(crash));
             assert!(drafter().run(&id).await.is_err(), "the drafter was killed after write {crash}");
@@ -532,6 +536,7 @@ mod octocrab_host {
             store: store.clone(),
             clock: Arc::new(SystemClock),
             author: ("Inquest".into(), "inquest@example.com".into()),
+            approvals: None,
         };
         let id = store.create_draft("d1", &plan(), 1).await.unwrap();
         drafter.run(&id).await.unwrap();
@@ -542,13 +547,14 @@ mod octocrab_host {
     /// closed with a comment, the branch deleted.
     #[tokio::test]
     async fn the_gate_decides_what_the_pull_request_shows() {
-        use inquest::github::gate::{self, GateState, Outcome};
+        use inquest::github::gate::{self, Gate, GateState, Outcome, RegistryDecision};
 
         let server = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
         let (store, sql, drafter, _dir) = drafted(&server).await;
         let stored = store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let asked = Gate { request: Some("a-17".into()), ..stored.gate.clone() };
         let Outcome::Changed { gate: approved, why } =
-            gate::approve_from_registry(&stored.gate, &stored.gate.head_sha, "a-17", "dave")
+            gate::from_registry(&asked, "a-17", &stored.gate.head_sha, RegistryDecision::Approved { by: "dave" })
         else {
             panic!("not approved")
         };
@@ -628,6 +634,7 @@ mod end_to_end {
                 store: store.clone(),
                 clock: Arc::new(SystemClock),
                 author: ("Inquest".into(), "inquest@example.com".into()),
+                approvals: None,
             },
             repo: "acme/etl".into(),
             base: "main".into(),
@@ -673,6 +680,7 @@ mod end_to_end {
             clock: Arc::new(SystemClock),
             wake: Arc::new(tokio::sync::Notify::new()),
             drafting: Some(drafting),
+            approvals: None,
         };
         let review = json!({"action": "submitted", "repository": {"full_name": "acme/etl"}, "pull_request": {"number": 1},
                             "review": {"id": 5, "user": {"login": "bob", "type": "User"}, "state": "approved", "commit_id": head}});
@@ -724,5 +732,367 @@ mod recorded {
         h.add_labels("x", 1, &labels).await.unwrap();
         assert_eq!(replay.unexpected(), Vec::<String>::new());
         assert_eq!(replay.replayed(), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The gate and the registry's approval service: the registry's approval routes and
+// store (as in `inquest all`), reached over HTTP; callers are named by a test header
+// where the mesh and login layers would put them.
+
+mod registry_gate {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::extract::Request;
+    use axum::middleware::Next;
+    use axum::response::Response;
+    use chrono::{DateTime, Utc};
+    use inquest::clock::{Clock, SystemClock};
+    use inquest::config::{PullRequestApprovers, RegistryConfig};
+    use inquest::github::approval::{GateWatch, RegistryPullApprovals, action};
+    use inquest::github::drafter::{Drafter, Drafting, Proposed};
+    use inquest::github::gate::{Approval, GateState};
+    use inquest::github::octo::{GithubAuth, OctoHost};
+    use inquest::github::{GithubStore, PullApprovals, Reviewers, Webhooks};
+    use inquest::identity::Principal;
+    use inquest::playbook::FileEdit;
+    use inquest::registry::approvals::client::ApprovalClient;
+    use inquest::registry::approvals::{self, ApprovalContext, RegistryApprovers, action_digest};
+    use inquest::registry::authz::PolicyCache;
+    use inquest::store::{SqlStore, Store};
+    use secrecy::SecretString;
+    use serde_json::{Value, json};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::support::github::{GithubServer, git};
+    use crate::support::mcp::echo_investigation;
+
+    const CONF: &str = "jobs/etl/spark-defaults.conf";
+    const AGENT: &str = "spiffe://inquest.local/agent";
+
+    struct Clocked(Mutex<DateTime<Utc>>);
+
+    impl Clock for Clocked {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    async fn as_header(mut req: Request, next: Next) -> Response {
+        let principal =
+            req.headers().get("x-test-principal").and_then(|v| serde_json::from_slice::<Principal>(v.as_bytes()).ok());
+        if let Some(p) = principal {
+            req.extensions_mut().insert(p);
+        }
+        next.run(req).await
+    }
+
+    /// The registry's approval service on 127.0.0.1, with a clock the test moves.
+    struct Registry {
+        url: String,
+        clock: Arc<Clocked>,
+        http: reqwest::Client,
+        stop: CancellationToken,
+    }
+
+    impl Drop for Registry {
+        fn drop(&mut self) {
+            self.stop.cancel();
+        }
+    }
+
+    impl Registry {
+        async fn start(sql: &Arc<SqlStore>) -> Registry {
+            let clock = Arc::new(Clocked(Mutex::new(Utc::now())));
+            let rules = vec![PullRequestApprovers {
+                repository: "acme/*".into(),
+                approvers: vec!["group:reviewers".into()],
+                required: 1,
+            }];
+            let config = RegistryConfig {
+                public_url: "https://registry.example".into(),
+                url: "https://registry.example".into(),
+                admins: vec!["group:inquest-admins".into()],
+                approval_ttl: Duration::from_secs(3600),
+                probe_interval: Duration::from_secs(30),
+                pull_request_approvers: rules.clone(),
+            };
+            let ctx = ApprovalContext {
+                config: Arc::new(config),
+                store: sql.clone(),
+                clock: clock.clone(),
+                approvers: Arc::new(RegistryApprovers {
+                    cache: Arc::new(PolicyCache::default()),
+                    store: sql.clone(),
+                    pull_requests: rules,
+                }),
+            };
+            let app = approvals::router(ctx).layer(axum::middleware::from_fn(as_header));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let stop = CancellationToken::new();
+            let until = stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(until.cancelled_owned()).await.unwrap();
+            });
+            Registry { url, clock, http: reqwest::Client::new(), stop }
+        }
+
+        /// The approval service as the agent reaches it.
+        fn for_agent(&self) -> Arc<dyn PullApprovals> {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let me = serde_json::to_string(&Principal::service(AGENT)).unwrap();
+            headers.insert("x-test-principal", me.parse().unwrap());
+            let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
+            Arc::new(RegistryPullApprovals { client: ApprovalClient { http, registry_url: self.url.clone() } })
+        }
+
+        async fn call(&self, who: &Principal, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut req = self
+                .http
+                .request(method, format!("{}{path}", self.url))
+                .header("x-test-principal", serde_json::to_string(who).unwrap());
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        }
+
+        async fn decide(&self, who: &Principal, id: &str, decision: &str) -> (u16, Value) {
+            let (_, view) = self
+                .call(&Principal::user("root", &["inquest-admins"]), "GET", &format!("/v0.1/x/approvals/{id}"), None)
+                .await;
+            let body = json!({"decision": decision, "digest": view["digest"]});
+            self.call(who, "POST", &format!("/v0.1/x/approvals/{id}/decision"), Some(body)).await
+        }
+
+        async fn state(&self, id: &str) -> String {
+            let admin = Principal::user("root", &["inquest-admins"]);
+            let (_, view) = self.call(&admin, "GET", &format!("/v0.1/x/approvals/{id}"), None).await;
+            view["state"].as_str().unwrap_or_default().to_string()
+        }
+    }
+
+    fn dave() -> Principal {
+        Principal::User { subject: "dave".into(), groups: vec!["reviewers".into()], name: Some("Dave".into()) }
+    }
+
+    struct Setup {
+        github: GithubServer,
+        registry: Registry,
+        sql: Arc<SqlStore>,
+        store: GithubStore,
+        drafting: Arc<Drafting>,
+        watch: GateWatch,
+        hooks: Webhooks,
+        investigation: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup() -> Setup {
+        let github = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sql = Arc::new(SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap());
+        let investigation = echo_investigation(&sql, "orders").await.id;
+        let registry = Registry::start(&sql).await;
+        let approvals = registry.for_agent();
+        let store = GithubStore::new(sql.clone());
+        let host = Arc::new(OctoHost::new(&github.url, GithubAuth::Token(SecretString::from("t")), "acme/etl"));
+        let drafting = Arc::new(Drafting {
+            drafter: Drafter {
+                host,
+                store: store.clone(),
+                clock: Arc::new(SystemClock),
+                author: ("Inquest".into(), "inquest@example.com".into()),
+                approvals: Some(approvals.clone()),
+            },
+            repo: "acme/etl".into(),
+            base: "main".into(),
+            labels: vec!["inquest".into()],
+            reviewers: vec!["carol".into()],
+            thread_base: "http://127.0.0.1:7400/v1/investigations".into(),
+            web_base: "https://github.example".into(),
+        });
+        let watch = GateWatch {
+            approvals: approvals.clone(),
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            drafting: Some(drafting.clone()),
+            poll: Duration::from_millis(50),
+        };
+        let hooks = Webhooks {
+            store: store.clone(),
+            secrets: Arc::new(vec![SecretString::from("s")]),
+            reviewers: Arc::new(Reviewers { approvers: vec!["bob".into()], app_login: "inquest[bot]".into() }),
+            clock: Arc::new(SystemClock),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            drafting: Some(drafting.clone()),
+            approvals: Some(approvals),
+        };
+        Setup { github, registry, sql, store, drafting, watch, hooks, investigation, _dir: dir }
+    }
+
+    async fn propose(s: &Setup) -> Value {
+        let edits = [FileEdit::Replace {
+            path: CONF.into(),
+            find: r"spark\.executor\.memory\s+\S+".into(),
+            replace: "spark.executor.memory 8g".into(),
+        }];
+        let proposed = [Proposed { title: "Give etl more executor memory", description: None, edits: &edits }];
+        let events = s.drafting.propose(&s.investigation, "Executors ran out of memory.", &proposed).await;
+        assert_eq!(events[0].kind, "pull_request.drafted", "{:?}", events[0].data);
+        events[0].data.clone()
+    }
+
+    /// The investigation's `pull_request.gate` events: (state, why).
+    async fn thread(s: &Setup) -> Vec<(String, String)> {
+        let events = s.sql.events(&s.investigation, 0, 1000).await.unwrap();
+        events
+            .iter()
+            .filter(|e| e.kind == "pull_request.gate")
+            .map(|e| (e.data["state"].as_str().unwrap().to_string(), e.data["why"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// Drafted, the gate asks the registry; the page's link is in the PR and the thread.
+    /// Neither the agent nor a person outside the policy can decide; an allowed person
+    /// approves; the watch consumes the approval and the PR becomes ready.
+    #[tokio::test]
+    async fn an_approval_at_the_registry_makes_the_draft_ready_for_review() {
+        let s = setup().await;
+        let drafted = propose(&s).await;
+        let stored = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let id = stored.gate.request.clone().expect("the gate asked the registry");
+        assert_eq!(drafted["approval_url"], format!("https://registry.example/approvals/{id}"));
+        let pull = &s.github.pulls()[0];
+        assert!(pull.comments[0].contains(&format!("https://registry.example/approvals/{id}")), "{:?}", pull.comments);
+        let states: Vec<String> = thread(&s).await.into_iter().map(|(st, _)| st).collect();
+        assert_eq!(states, ["pending", "pending"], "created, then asked");
+
+        // What the registry holds is bound to the PR, its head and the change.
+        let admin = Principal::user("root", &["inquest-admins"]);
+        let (_, view) = s.registry.call(&admin, "GET", &format!("/v0.1/x/approvals/{id}"), None).await;
+        assert_eq!(view["kind"], "pull_request");
+        assert_eq!(view["resource"], json!({"repository": "acme/etl", "number": 1, "head_sha": stored.gate.head_sha}));
+        assert_eq!(view["digest"], action_digest(&action(&stored.gate)));
+        assert_eq!(view["requester"]["spiffe_id"], AGENT);
+
+        // Who may not decide.
+        let agent = Principal::service(AGENT);
+        assert_eq!(s.registry.decide(&agent, &id, "approve").await.0, 403, "the requester (a service)");
+        let mallory = Principal::user("mallory", &["ml"]);
+        assert_eq!(s.registry.decide(&mallory, &id, "approve").await.0, 403, "not in the policy");
+        assert!(s.watch.round().await.is_ok());
+        assert_eq!(s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state, GateState::Pending);
+
+        let (status, _) = s.registry.decide(&dave(), &id, "approve").await;
+        assert_eq!(status, 200);
+        assert_eq!(s.watch.round().await.unwrap(), 1);
+        assert_eq!(s.watch.round().await.unwrap(), 0, "nothing more to do");
+        let gate = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate;
+        assert_eq!(gate.state, GateState::Approved);
+        assert_eq!(gate.approval, Some(Approval::Registry { approval_id: id.clone(), by: "Dave".into() }));
+        assert_eq!(s.registry.state(&id).await, "consumed", "used once, by the gate");
+        let pull = &s.github.pulls()[0];
+        assert!(!pull.draft && pull.open, "ready for review");
+        assert_eq!(pull.reviewers, ["carol"]);
+        assert_eq!(pull.comments.len(), 2, "{:?}", pull.comments);
+        assert!(pull.comments[1].starts_with("Approved by **Dave** at "), "{}", pull.comments[1]);
+        let (state, why) = thread(&s).await.pop().unwrap();
+        assert_eq!((state.as_str(), why.contains("Dave approved")), ("approved", true), "{why}");
+        s.sql.close().await;
+    }
+
+    /// A push to the branch takes the request back and the gate asks again for the new
+    /// head; a decline of that one closes the PR and deletes its branch.
+    #[tokio::test]
+    async fn a_push_asks_again_and_a_decline_closes_the_draft() {
+        let s = setup().await;
+        propose(&s).await;
+        let first = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let old_request = first.gate.request.clone().unwrap();
+
+        // Someone pushes a commit on top of the draft's branch.
+        let repo = &s.github.repo_dir;
+        let branch = format!("inquest/{}/1", s.investigation);
+        let head = git(repo, &["rev-parse", &branch], &[], None).unwrap();
+        let tree = git(repo, &["rev-parse", &format!("{head}^{{tree}}")], &[], None).unwrap();
+        let env = [
+            ("GIT_AUTHOR_NAME", "Carol"),
+            ("GIT_AUTHOR_EMAIL", "carol@example.com"),
+            ("GIT_COMMITTER_NAME", "Carol"),
+            ("GIT_COMMITTER_EMAIL", "carol@example.com"),
+        ];
+        let pushed = git(repo, &["commit-tree", &tree, "-p", &head, "-m", "tweak"], &env, None).unwrap();
+        git(repo, &["update-ref", &format!("refs/heads/{branch}"), &pushed], &[], None).unwrap();
+        let sync = json!({"action": "synchronize", "number": 1, "repository": {"full_name": "acme/etl"},
+                          "pull_request": {"number": 1, "head": {"sha": pushed}}, "sender": {"login": "carol"}});
+        s.store.record_delivery("p1", "pull_request", &sync.to_string(), 1).await.unwrap();
+        assert!(s.hooks.process_one().await.unwrap());
+
+        let moved = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        assert_eq!(
+            (moved.gate.state, moved.gate.head_sha.as_str(), &moved.gate.request),
+            (GateState::Pending, pushed.as_str(), &None)
+        );
+        assert_eq!(s.registry.state(&old_request).await, "revoked", "the old head's request is withdrawn");
+        // An approval of the old request now cannot count.
+        assert_eq!(s.registry.decide(&dave(), &old_request, "approve").await.0, 409);
+
+        // The watch asks for the new head.
+        assert_eq!(s.watch.round().await.unwrap(), 1);
+        let asked = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let new_request = asked.gate.request.clone().expect("asked again");
+        assert_ne!(new_request, old_request);
+        let admin = Principal::user("root", &["inquest-admins"]);
+        let (_, view) = s.registry.call(&admin, "GET", &format!("/v0.1/x/approvals/{new_request}"), None).await;
+        assert_eq!(view["resource"]["head_sha"], pushed.as_str());
+
+        assert_eq!(s.registry.decide(&dave(), &new_request, "decline").await.0, 200);
+        assert_eq!(s.watch.round().await.unwrap(), 1);
+        assert_eq!(s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state, GateState::Declined);
+        let pull = &s.github.pulls()[0];
+        assert!(!pull.open, "closed");
+        assert!(pull.comments.iter().any(|c| c.contains("was declined")), "{:?}", pull.comments);
+        assert!(git(repo, &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")], &[], None).is_err());
+        let states: Vec<String> = thread(&s).await.into_iter().map(|(st, _)| st).collect();
+        assert_eq!(states, ["pending", "pending", "pending", "pending", "declined"]);
+        s.sql.close().await;
+    }
+
+    /// Nobody decides in time: the draft is closed and its branch deleted.
+    #[tokio::test]
+    async fn an_approval_nobody_gives_in_time_expires_the_draft() {
+        let s = setup().await;
+        propose(&s).await;
+        *s.registry.clock.0.lock().unwrap() += chrono::Duration::seconds(3601);
+        assert_eq!(s.watch.round().await.unwrap(), 1);
+        assert_eq!(s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state, GateState::Expired);
+        let pull = &s.github.pulls()[0];
+        assert!(!pull.open);
+        assert!(pull.comments.iter().any(|c| c.contains("expired without a decision")), "{:?}", pull.comments);
+        s.sql.close().await;
+    }
+
+    /// An approving review of the head (by an allowed reviewer) approves too; the open
+    /// registry request is withdrawn.
+    #[tokio::test]
+    async fn a_review_approval_withdraws_the_registry_request() {
+        let s = setup().await;
+        propose(&s).await;
+        let stored = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        let request = stored.gate.request.clone().unwrap();
+        let review = json!({"action": "submitted", "repository": {"full_name": "acme/etl"}, "pull_request": {"number": 1},
+                            "review": {"id": 5, "user": {"login": "bob", "type": "User"}, "state": "approved",
+                                       "commit_id": stored.gate.head_sha}});
+        s.store.record_delivery("r1", "pull_request_review", &review.to_string(), 1).await.unwrap();
+        assert!(s.hooks.process_one().await.unwrap());
+        assert_eq!(s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state, GateState::Approved);
+        assert_eq!(s.registry.state(&request).await, "revoked");
+        assert!(!s.github.pulls()[0].draft);
+        s.sql.close().await;
     }
 }

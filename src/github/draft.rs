@@ -33,8 +33,10 @@ pub struct DraftPlan {
     pub created_at: String,
 }
 
-/// How far the draft got; stored after every step.
+/// How far the draft got; stored after every step. Fields added later default, so a
+/// progress stored by an older version reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DraftProgress {
     /// The base branch's head when the files were read.
     pub base_sha: Option<String>,
@@ -46,6 +48,10 @@ pub struct DraftProgress {
     pub pull: Option<PullRef>,
     pub labeled: bool,
     pub gated: bool,
+    /// The registry was asked for the gate's approval (or no registry is configured).
+    pub asked: bool,
+    /// The registry's approval page for the gate, once asked.
+    pub approval_url: Option<String>,
     pub announced: bool,
     /// Set when there is nothing left to do, and why.
     pub finished: Option<String>,
@@ -71,6 +77,8 @@ pub enum Step {
     Label,
     /// Make the approval gate, bound to the commit.
     Gate,
+    /// Ask the registry's approval service for the gate's approval.
+    Ask,
     /// Say in the pull request that it waits for an approval.
     Announce,
     Done,
@@ -92,6 +100,8 @@ pub fn next(p: &DraftProgress) -> Step {
         Step::Label
     } else if !p.gated {
         Step::Gate
+    } else if !p.asked {
+        Step::Ask
     } else if !p.announced {
         Step::Announce
     } else {
@@ -181,10 +191,14 @@ pub fn body(plan: &DraftPlan, digest: &str) -> String {
 }
 
 /// The comment that says the draft waits at the gate.
-pub fn waiting_comment(plan: &DraftPlan, digest: &str) -> String {
+pub fn waiting_comment(plan: &DraftPlan, digest: &str, approval_url: Option<&str>) -> String {
+    let decide = match approval_url {
+        Some(url) => format!("Allowed approvers decide on the [approval page]({url}); follow it in the"),
+        None => "Follow it in the".to_string(),
+    };
     format!(
         "Inquest is waiting for an approval of this change before it is marked ready for review. \
-         Follow and decide in the [investigation thread]({}).\n\n{}\n",
+         {decide} [investigation thread]({}).\n\n{}\n",
         plan.thread_url,
         marker("awaiting-approval", digest)
     )

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::approval::{self, PullApprovals, WatchError};
 use super::codehost::{CodeHost, HostError, PullRequest, Signature};
 use super::draft::{self, DraftPlan, DraftProgress, PullRef, Step};
 use super::gate::{self, Effect, Gate, GateState};
@@ -37,6 +38,8 @@ pub enum DraftError {
     Foreign(String),
     #[error(transparent)]
     Edit(#[from] draft::EditError),
+    #[error(transparent)]
+    Approval(#[from] WatchError),
 }
 
 pub struct Drafter {
@@ -45,6 +48,8 @@ pub struct Drafter {
     pub clock: Arc<dyn Clock>,
     /// Name and email on the drafted commits.
     pub author: (String, String),
+    /// The registry's approval service; `None` leaves approvals to GitHub reviews.
+    pub approvals: Option<Arc<dyn PullApprovals>>,
 }
 
 impl Drafter {
@@ -153,10 +158,35 @@ impl Drafter {
                     requester_login: plan.requester_login.clone(),
                     state: GateState::Pending,
                     approval: None,
+                    diff_digest: need(&p.digest)?.clone(),
+                    request: None,
                 };
                 let id = uuid::Uuid::now_v7().to_string();
                 self.store.create_gate(&id, &plan.investigation_id, &gate, self.clock.now().timestamp_millis()).await?;
                 p.gated = true;
+            }
+            Step::Ask => {
+                let pull = need(&p.pull)?;
+                if let Some(approvals) = &self.approvals {
+                    let stored = self
+                        .store
+                        .gate_of(repo, pull.number)
+                        .await?
+                        .ok_or_else(|| DraftError::Unknown(format!("gate of {repo}#{}", pull.number)))?;
+                    match approval::ask(&**approvals, &self.store, &*self.clock, &stored).await? {
+                        Some((_, url)) => p.approval_url = Some(url),
+                        // Asked already (by an earlier run, or the watch): find the page.
+                        None => {
+                            if let Some(id) = &stored.gate.request {
+                                p.approval_url = Some(approvals.show(id).await.map_err(WatchError::from)?.url);
+                            } else if stored.gate.state == GateState::Pending {
+                                // The gate changed under us: look again.
+                                return Ok(p);
+                            }
+                        }
+                    }
+                }
+                p.asked = true;
             }
             Step::Announce => {
                 let pull = need(&p.pull)?;
@@ -164,7 +194,8 @@ impl Drafter {
                 let marker = draft::marker("awaiting-approval", digest);
                 let comments = self.host.comments(repo, pull.number).await?;
                 if !comments.iter().any(|c| c.contains(&marker)) {
-                    self.host.comment(repo, pull.number, &draft::waiting_comment(plan, digest)).await?;
+                    let body = draft::waiting_comment(plan, digest, p.approval_url.as_deref());
+                    self.host.comment(repo, pull.number, &body).await?;
                 }
                 p.announced = true;
             }
@@ -284,15 +315,15 @@ impl Drafting {
             };
             events.push(match outcome {
                 Ok((draft_id, outcome)) => {
-                    let pull = match self.drafter.store.draft(&draft_id).await {
-                        Ok(Some((_, progress, _))) => progress.pull.map(|p| p.number),
-                        _ => None,
+                    let (pull, approval_url) = match self.drafter.store.draft(&draft_id).await {
+                        Ok(Some((_, progress, _))) => (progress.pull.map(|p| p.number), progress.approval_url),
+                        _ => (None, None),
                     };
                     EventBody::new(
                         "pull_request.drafted",
                         json!({"draft_id": draft_id, "n": n, "title": plan.title, "repo": self.repo,
                                "number": pull, "url": pull.map(|n| format!("{}/{}/pull/{n}", self.web_base, self.repo)),
-                               "branch": draft::branch_name(&plan), "outcome": outcome}),
+                               "branch": draft::branch_name(&plan), "outcome": outcome, "approval_url": approval_url}),
                     )
                 }
                 Err(e) => {

@@ -73,6 +73,13 @@ pub struct Gate {
     pub requester_login: Option<String>,
     pub state: GateState,
     pub approval: Option<Approval>,
+    /// The digest of the drafted change (`draft::digest`), bound into the registry's
+    /// approval request beside the head.
+    pub diff_digest: String,
+    /// The registry's approval request for this head, once asked. Cleared whenever the
+    /// head changes or the gate leaves `pending` by another way, so that the old request
+    /// is withdrawn and, where the gate waits again, a new one is asked for.
+    pub request: Option<String>,
 }
 
 /// Who may approve by review, and who is the app.
@@ -119,10 +126,44 @@ pub fn apply(gate: &Gate, event: &GithubEvent, reviewers: &Reviewers) -> Outcome
     }
 }
 
-/// Applies an approval from the registry's approval service, given for `head_sha`.
-pub fn approve_from_registry(gate: &Gate, head_sha: &str, approval_id: &str, by: &str) -> Outcome {
+/// The registry's answer about the gate's approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryDecision<'a> {
+    /// Approved, and consumed by the gate: `by` is who approved.
+    Approved {
+        by: &'a str,
+    },
+    Declined {
+        by: &'a str,
+    },
+    /// Withdrawn by someone other than the gate (an administrator).
+    Revoked {
+        by: &'a str,
+    },
+    Expired,
+}
+
+/// Records that the registry was asked for an approval of the gate's head (request
+/// `request_id`).
+pub fn asked(gate: &Gate, request_id: &str, url: &str) -> Outcome {
+    if gate.state != GateState::Pending || gate.request.is_some() {
+        return Outcome::Unchanged("the gate is not waiting for a request".into());
+    }
+    let next = Gate { request: Some(request_id.into()), ..gate.clone() };
+    Outcome::Changed {
+        gate: next,
+        why: format!("asked the registry for an approval of {} (approval {request_id}): {url}", short(&gate.head_sha)),
+    }
+}
+
+/// Applies the registry's decision on request `request_id`, which was asked for
+/// `head_sha`. Only the gate's current request, for its current head, counts.
+pub fn from_registry(gate: &Gate, request_id: &str, head_sha: &str, decision: RegistryDecision<'_>) -> Outcome {
     if gate.state != GateState::Pending {
         return Outcome::Unchanged(format!("the gate is {}, not pending", gate.state.as_str()));
+    }
+    if gate.request.as_deref() != Some(request_id) {
+        return Outcome::Unchanged(format!("approval {request_id} is not the one the gate waits for"));
     }
     if head_sha != gate.head_sha {
         return Outcome::Unchanged(format!(
@@ -131,12 +172,32 @@ pub fn approve_from_registry(gate: &Gate, head_sha: &str, approval_id: &str, by:
             short(&gate.head_sha)
         ));
     }
-    let next = Gate {
-        state: GateState::Approved,
-        approval: Some(Approval::Registry { approval_id: approval_id.into(), by: by.into() }),
-        ..gate.clone()
+    let head = short(head_sha);
+    let (state, approval, why) = match decision {
+        RegistryDecision::Approved { by } => (
+            GateState::Approved,
+            Some(Approval::Registry { approval_id: request_id.into(), by: by.into() }),
+            format!("{by} approved {head} (approval {request_id})"),
+        ),
+        RegistryDecision::Declined { by } => {
+            (GateState::Declined, None, format!("{by} declined {head} (approval {request_id})"))
+        }
+        RegistryDecision::Revoked { by } => {
+            (GateState::Declined, None, format!("{by} withdrew the approval request for {head} ({request_id})"))
+        }
+        RegistryDecision::Expired => {
+            (GateState::Expired, None, format!("nobody decided on {head} in time (approval {request_id})"))
+        }
     };
-    Outcome::Changed { gate: next, why: format!("{by} approved {} (approval {approval_id})", short(head_sha)) }
+    Outcome::Changed { gate: Gate { state, approval, ..gate.clone() }, why }
+}
+
+/// The registry request a change from `before` to `after` leaves open for nothing:
+/// asked while pending and no longer the gate's request (the head moved, a review
+/// approved, the pull request closed). It should be withdrawn.
+pub fn abandoned_request<'a>(before: &'a Gate, after: &Gate) -> Option<&'a str> {
+    let open = before.state == GateState::Pending;
+    before.request.as_deref().filter(|r| open && after.request.as_deref() != Some(*r))
 }
 
 fn on_review(gate: &Gate, review: &Review, reviewers: &Reviewers) -> Outcome {
@@ -166,6 +227,7 @@ fn on_review(gate: &Gate, review: &Review, reviewers: &Reviewers) -> Outcome {
     let next = Gate {
         state: GateState::Approved,
         approval: Some(Approval::Review { review_id: review.id, by: by.into() }),
+        request: None,
         ..gate.clone()
     };
     Outcome::Changed { gate: next, why: format!("{by} approved {} in a review", short(&gate.head_sha)) }
@@ -174,7 +236,7 @@ fn on_review(gate: &Gate, review: &Review, reviewers: &Reviewers) -> Outcome {
 fn on_dismissal(gate: &Gate, review: &Review) -> Outcome {
     match &gate.approval {
         Some(Approval::Review { review_id, by }) if *review_id == review.id && gate.state == GateState::Approved => {
-            let next = Gate { state: GateState::Pending, approval: None, ..gate.clone() };
+            let next = Gate { state: GateState::Pending, approval: None, request: None, ..gate.clone() };
             Outcome::Changed { gate: next, why: format!("{by}'s approving review was dismissed; the gate asks again") }
         }
         _ => Outcome::Unchanged("the dismissed review was not the gate's approval".into()),
@@ -189,7 +251,13 @@ fn on_push(gate: &Gate, head_sha: &str, sender: &str) -> Outcome {
     match gate.state {
         GateState::Pending | GateState::Approved => {
             let taken_back = gate.approval.is_some();
-            let next = Gate { head_sha: head_sha.into(), state: GateState::Pending, approval: None, ..gate.clone() };
+            let next = Gate {
+                head_sha: head_sha.into(),
+                state: GateState::Pending,
+                approval: None,
+                request: None,
+                ..gate.clone()
+            };
             let why = format!(
                 "{sender} pushed {}; {}the gate asks again for the new head",
                 short(head_sha),
@@ -207,7 +275,7 @@ fn on_closed(gate: &Gate, merged: bool, sender: &str) -> Outcome {
         // Our own close after a decline or expiry.
         GateState::Declined | GateState::Expired if !merged => Outcome::Unchanged("closed as decided".into()),
         _ => {
-            let next = Gate { state: GateState::Closed, ..gate.clone() };
+            let next = Gate { state: GateState::Closed, request: None, ..gate.clone() };
             let why = if merged { format!("{sender} merged it") } else { format!("{sender} closed it") };
             Outcome::Changed { gate: next, why }
         }
@@ -217,7 +285,13 @@ fn on_closed(gate: &Gate, merged: bool, sender: &str) -> Outcome {
 fn on_reopened(gate: &Gate, head_sha: &str, sender: &str) -> Outcome {
     match gate.state {
         GateState::Closed | GateState::Declined | GateState::Expired => {
-            let next = Gate { head_sha: head_sha.into(), state: GateState::Pending, approval: None, ..gate.clone() };
+            let next = Gate {
+                head_sha: head_sha.into(),
+                state: GateState::Pending,
+                approval: None,
+                request: None,
+                ..gate.clone()
+            };
             Outcome::Changed { gate: next, why: format!("{sender} reopened it; the gate asks for an approval again") }
         }
         _ => Outcome::Unchanged("the gate was still open".into()),
@@ -309,6 +383,8 @@ mod tests {
             requester_login: Some("alice".into()),
             state,
             approval: None,
+            diff_digest: "d".repeat(64),
+            request: Some("r1".into()),
         }
     }
 
@@ -449,14 +525,57 @@ mod tests {
     }
 
     #[test]
-    fn registry_approvals_are_bound_to_the_head() {
+    fn registry_decisions_count_only_for_the_gates_request_and_head() {
         let pending = gate(GateState::Pending);
-        assert!(matches!(approve_from_registry(&pending, OLD, "a1", "dave"), Outcome::Unchanged(_)));
-        match approve_from_registry(&pending, HEAD, "a1", "dave") {
-            Outcome::Changed { gate, .. } => assert_eq!(gate.state, GateState::Approved),
+        let approved = RegistryDecision::Approved { by: "dave" };
+        let state = |g: &Gate, r: &str, head: &str, d| match from_registry(g, r, head, d) {
+            Outcome::Changed { gate, .. } => gate.state,
+            Outcome::Unchanged(_) => g.state,
+        };
+        assert_eq!(state(&pending, "r1", HEAD, approved), GateState::Approved);
+        assert_eq!(state(&pending, "r1", OLD, approved), GateState::Pending, "given for an older head");
+        assert_eq!(state(&pending, "r0", HEAD, approved), GateState::Pending, "an earlier request");
+        assert_eq!(state(&gate(GateState::Declined), "r1", HEAD, approved), GateState::Declined);
+        assert_eq!(state(&pending, "r1", HEAD, RegistryDecision::Declined { by: "dave" }), GateState::Declined);
+        assert_eq!(state(&pending, "r1", HEAD, RegistryDecision::Revoked { by: "admin" }), GateState::Declined);
+        assert_eq!(state(&pending, "r1", HEAD, RegistryDecision::Expired), GateState::Expired);
+        match from_registry(&pending, "r1", HEAD, approved) {
+            Outcome::Changed { gate, why } => {
+                assert_eq!(gate.approval, Some(Approval::Registry { approval_id: "r1".into(), by: "dave".into() }));
+                assert_eq!(why, "dave approved 1111111 (approval r1)");
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(approve_from_registry(&gate(GateState::Declined), HEAD, "a1", "dave"), Outcome::Unchanged(_)));
+    }
+
+    #[test]
+    fn the_gate_asks_once_per_head_and_withdraws_what_it_no_longer_needs() {
+        let fresh = Gate { request: None, ..gate(GateState::Pending) };
+        let Outcome::Changed { gate: asked_gate, .. } = asked(&fresh, "r2", "https://reg/approvals/r2") else {
+            panic!("not asked")
+        };
+        assert_eq!(asked_gate.request.as_deref(), Some("r2"));
+        assert!(matches!(asked(&asked_gate, "r3", "u"), Outcome::Unchanged(_)), "already asked");
+        // A push: the request for the old head is abandoned and the gate asks again.
+        let Outcome::Changed { gate: pushed, .. } = apply(&asked_gate, &pr(PrAction::Synchronize, OLD), &reviewers())
+        else {
+            panic!("unchanged")
+        };
+        assert_eq!((pushed.request.as_deref(), abandoned_request(&asked_gate, &pushed)), (None, Some("r2")));
+        // An approving review: the registry request is no longer needed.
+        let Outcome::Changed { gate: reviewed, .. } =
+            apply(&asked_gate, &review(1, "bob", "approved", HEAD), &reviewers())
+        else {
+            panic!("unchanged")
+        };
+        assert_eq!(abandoned_request(&asked_gate, &reviewed), Some("r2"));
+        // Approved through the registry: consumed, nothing to withdraw.
+        let Outcome::Changed { gate: approved, .. } =
+            from_registry(&asked_gate, "r2", HEAD, RegistryDecision::Approved { by: "dave" })
+        else {
+            panic!("unchanged")
+        };
+        assert_eq!(abandoned_request(&asked_gate, &approved), None);
     }
 
     #[test]

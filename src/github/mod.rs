@@ -9,12 +9,11 @@
 //! - `draft`: a draft as data and its pure decisions (next step, edits, digest, markers);
 //! - `drafter`: carries a draft through its steps, storing each, safe to repeat.
 //!
+//! - `approval`: asking the registry's approval service for a gate's approval and
+//!   applying the decision (`GateWatch`);
 //! - `octo`: the `CodeHost` on octocrab.
-//!
-//! Not built yet: wiring drafts to investigations' remediations and settling to the
-//! webhook processor, asking the registry for the approval, and checking the test
-//! server's traffic against GitHub's REST description.
 
+pub mod approval;
 pub mod codehost;
 pub mod draft;
 pub mod drafter;
@@ -25,6 +24,7 @@ pub mod signature;
 pub mod store;
 pub mod webhook;
 
+pub use approval::{GateWatch, PullApprovals, RegistryPullApprovals};
 pub use gate::{Gate, GateState, Reviewers};
 pub use store::GithubStore;
 pub use webhook::Webhooks;

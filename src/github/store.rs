@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 
 use super::draft::{DraftPlan, DraftProgress};
 use super::gate::{Approval, Gate, GateState};
+use crate::engine::EventBody;
 use crate::store::SqlStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum GithubStoreError {
     Database(#[from] sqlx::Error),
     #[error("a stored gate is unreadable: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 pub type Result<T, E = GithubStoreError> = std::result::Result<T, E>;
@@ -124,10 +127,11 @@ impl GithubStore {
     /// Stores a new gate (version 1) and its first log entry, unless the pull request
     /// has a gate already; `true` if this made it.
     pub async fn create_gate(&self, id: &str, investigation_id: &str, gate: &Gate, now_ms: i64) -> Result<bool> {
-        let mut tx = self.store.write.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO pr_gates (id, investigation_id, repo, number, head_sha, requester_login, state, approval, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1) \
+             created_at, updated_at, version, diff_digest, approval_request) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10, $11) \
              ON CONFLICT (repo, number) DO NOTHING",
         )
         .bind(id)
@@ -139,13 +143,19 @@ impl GithubStore {
         .bind(gate.state.as_str())
         .bind(approval_text(gate)?)
         .bind(now_ms)
+        .bind(&gate.diff_digest)
+        .bind(gate.request.as_deref())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        log(&mut tx, id, 1, gate, "the draft asks for an approval", "created", now_ms).await?;
+        log(&mut tx, id, 1, gate, "the draft waits at its gate", "created", now_ms).await?;
+        let told = tell(&mut tx, investigation_id, gate, "the draft waits at its gate", "created", now_ms).await?;
         tx.commit().await?;
+        if told {
+            self.store.notify([investigation_id.to_string()]);
+        }
         Ok(true)
     }
 
@@ -208,7 +218,7 @@ impl GithubStore {
     pub async fn gate_of(&self, repo: &str, number_: u64) -> Result<Option<StoredGate>> {
         let row = sqlx::query(
             "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
-             updated_at FROM pr_gates WHERE repo = $1 AND number = $2",
+             updated_at, diff_digest, approval_request FROM pr_gates WHERE repo = $1 AND number = $2",
         )
         .bind(repo_key(repo))
         .bind(number(number_))
@@ -217,8 +227,22 @@ impl GithubStore {
         row.map(|r| stored_gate(&r)).transpose()
     }
 
+    /// Gates waiting for an approval, least recently changed first, at most `limit`.
+    pub async fn pending_gates(&self, limit: i64) -> Result<Vec<StoredGate>> {
+        let rows = sqlx::query(
+            "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
+             updated_at, diff_digest, approval_request FROM pr_gates WHERE state = 'pending' \
+             ORDER BY updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.store.read)
+        .await?;
+        rows.iter().map(stored_gate).collect()
+    }
+
     /// Replaces the gate with `next` if its version is still `expected_version`,
-    /// logging `why` and `source`. `false`: it changed meanwhile; nothing was written.
+    /// logging `why` and `source`, and telling the investigation's thread (in the same
+    /// transaction). `false`: it changed meanwhile; nothing was written.
     pub async fn save_gate(
         &self,
         id: &str,
@@ -228,24 +252,28 @@ impl GithubStore {
         source: &str,
         now_ms: i64,
     ) -> Result<bool> {
-        let mut tx = self.store.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE pr_gates SET head_sha = $1, state = $2, approval = $3, updated_at = $4, version = version + 1 \
-             WHERE id = $5 AND version = $6",
+        let mut tx = self.store.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE pr_gates SET head_sha = $1, state = $2, approval = $3, updated_at = $4, approval_request = $5, \
+             version = version + 1 WHERE id = $6 AND version = $7 RETURNING investigation_id",
         )
         .bind(&next.head_sha)
         .bind(next.state.as_str())
         .bind(approval_text(next)?)
         .bind(now_ms)
+        .bind(next.request.as_deref())
         .bind(id)
         .bind(expected_version)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
+        let Some(row) = row else { return Ok(false) };
+        let investigation_id: String = row.try_get("investigation_id")?;
         log(&mut tx, id, expected_version + 1, next, why, source, now_ms).await?;
+        let told = tell(&mut tx, &investigation_id, next, why, source, now_ms).await?;
         tx.commit().await?;
+        if told {
+            self.store.notify([investigation_id]);
+        }
         Ok(true)
     }
 
@@ -298,6 +326,26 @@ async fn log(
     Ok(())
 }
 
+/// Appends a `pull_request.gate` event to the investigation's log, if the investigation
+/// is stored here (a gate's investigation can live in another deployment's store).
+async fn tell(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    investigation_id: &str,
+    gate: &Gate,
+    why: &str,
+    source: &str,
+    now_ms: i64,
+) -> Result<bool> {
+    let event = EventBody::new(
+        "pull_request.gate",
+        serde_json::json!({
+            "repo": gate.repo, "number": gate.number, "state": gate.state.as_str(), "head_sha": gate.head_sha,
+            "approval": gate.approval, "approval_request": gate.request, "why": why, "source": source,
+        }),
+    );
+    Ok(crate::store::sql::append_if_present(tx, investigation_id, std::slice::from_ref(&event), now_ms).await?)
+}
+
 /// GitHub's owner and repository names are case-insensitive; stored lowercased.
 fn repo_key(repo: &str) -> String {
     repo.to_ascii_lowercase()
@@ -342,6 +390,8 @@ fn stored_gate(r: &AnyRow) -> Result<StoredGate> {
             state: GateState::parse(&state)
                 .ok_or_else(|| GithubStoreError::Corrupt(format!("unknown gate state `{state}`")))?,
             approval,
+            diff_digest: r.try_get("diff_digest")?,
+            request: r.try_get("approval_request")?,
         },
     })
 }

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::approval::{self, PullApprovals};
 use super::drafter::Drafting;
 use super::events::{self, EventError};
 use super::gate::{self, Outcome, Reviewers};
@@ -62,6 +63,8 @@ pub struct Webhooks {
     pub wake: Arc<Notify>,
     /// Makes a pull request show its gate's new state; none: gates change, PRs do not.
     pub drafting: Option<Arc<Drafting>>,
+    /// Where a registry request a gate no longer needs is withdrawn.
+    pub approvals: Option<Arc<dyn PullApprovals>>,
 }
 
 /// The answer to a delivery.
@@ -205,6 +208,9 @@ impl Webhooks {
                     let now = self.clock.now().timestamp_millis();
                     if self.store.save_gate(&stored.id, &gate, stored.version, &why, &source, now).await? {
                         info!(repo, number, state = gate.state.as_str(), why, "gate changed");
+                        if let Some(approvals) = &self.approvals {
+                            approval::withdraw_abandoned(&**approvals, &stored.gate, &gate).await;
+                        }
                         if let Some(d) = &self.drafting
                             && let Err(e) = d.drafter.settle(repo, number, &d.reviewers).await
                         {

@@ -6,7 +6,7 @@
 //! workers; everything else is shared SQL.
 
 mod ingest;
-mod sql;
+pub(crate) mod sql;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -134,7 +134,7 @@ impl SqlStore {
         })
     }
 
-    pub(super) fn notify(&self, ids: impl IntoIterator<Item = String>) {
+    pub(crate) fn notify(&self, ids: impl IntoIterator<Item = String>) {
         for id in ids {
             // No receivers is fine: nobody is watching.
             let _ = self.events_tx.send(id);
@@ -170,6 +170,25 @@ pub(super) async fn append_events(
     .ok_or_else(|| StoreError::Corrupt(format!("investigation {investigation_id} vanished")))?;
     let first = row.try_get::<i64, _>(0)? - n;
     insert_events(tx, investigation_id, first, events, now_ms).await
+}
+
+/// Like [`append_events`], for writers outside the engine (the PR gate): appends
+/// nothing, and answers `false`, when the investigation is not stored here.
+pub(crate) async fn append_if_present(
+    tx: &mut Transaction<'static, Any>,
+    investigation_id: &str,
+    events: &[EventBody],
+    now_ms: i64,
+) -> Result<bool> {
+    let exists = sqlx::query("SELECT 1 FROM investigations WHERE id = $1")
+        .bind(investigation_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    if exists {
+        append_events(tx, investigation_id, events, now_ms).await?;
+    }
+    Ok(exists)
 }
 
 async fn insert_events(

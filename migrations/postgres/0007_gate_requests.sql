@@ -1,0 +1,7 @@
+-- Gates and the registry's approval service (PostgreSQL).
+-- `diff_digest`: the digest of the drafted change, bound into the approval request
+-- beside the head. `approval_request`: the registry's request for the current head,
+-- once asked; NULL until then, and again whenever the head changes.
+ALTER TABLE pr_gates ADD COLUMN diff_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE pr_gates ADD COLUMN approval_request TEXT;
+CREATE INDEX pr_gates_pending ON pr_gates (updated_at) WHERE state = 'pending';
