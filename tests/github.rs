@@ -757,7 +757,7 @@ mod registry_gate {
     use inquest::github::{GithubStore, PullApprovals, Reviewers, Webhooks};
     use inquest::identity::Principal;
     use inquest::playbook::FileEdit;
-    use inquest::registry::approvals::client::ApprovalClient;
+    use inquest::registry::approvals::client::{ApprovalClient, ApprovalError, Ticket};
     use inquest::registry::approvals::{self, ApprovalContext, RegistryApprovers, action_digest};
     use inquest::registry::authz::PolicyCache;
     use inquest::store::{SqlStore, Store};
@@ -919,7 +919,7 @@ mod registry_gate {
         let watch = GateWatch {
             approvals: approvals.clone(),
             store: store.clone(),
-            clock: Arc::new(SystemClock),
+            clock: registry.clock.clone(),
             drafting: Some(drafting.clone()),
             poll: Duration::from_millis(50),
         };
@@ -1093,6 +1093,103 @@ mod registry_gate {
         assert_eq!(s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state, GateState::Approved);
         assert_eq!(s.registry.state(&request).await, "revoked");
         assert!(!s.github.pulls()[0].draft);
+        s.sql.close().await;
+    }
+
+    /// GitHub failed while the approved draft was being marked ready: the gate stays
+    /// approved and unsettled, and the watch settles it on a later round (once the grace
+    /// for whoever decided it has passed), posting nothing twice.
+    #[tokio::test]
+    async fn a_settle_that_failed_is_retried_by_the_watch() {
+        let s = setup().await;
+        propose(&s).await;
+        let id = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.request.unwrap();
+        assert_eq!(s.registry.decide(&dave(), &id, "approve").await.0, 200);
+        s.github.crash_after(Some(1));
+        assert_eq!(s.watch.round().await.unwrap(), 1);
+        let stored = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        assert_eq!(stored.gate.state, GateState::Approved);
+        assert!(stored.settled_version < stored.version, "not settled: GitHub failed");
+        assert_eq!(s.watch.round().await.unwrap(), 0);
+        let approved_comments =
+            |pull: &crate::support::github::Pull| pull.comments.iter().filter(|c| c.starts_with("Approved by")).count();
+        assert_eq!(approved_comments(&s.github.pulls()[0]), 0, "within the grace: left alone");
+
+        *s.registry.clock.0.lock().unwrap() += chrono::Duration::seconds(31);
+        s.watch.round().await.unwrap();
+        let stored = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap();
+        assert_eq!(stored.settled_version, stored.version);
+        let pull = &s.github.pulls()[0];
+        assert!(!pull.draft && pull.open);
+        assert_eq!(approved_comments(pull), 1, "{:?}", pull.comments);
+        *s.registry.clock.0.lock().unwrap() += chrono::Duration::seconds(31);
+        s.watch.round().await.unwrap();
+        assert_eq!(s.github.pulls()[0].comments.len(), pull.comments.len(), "settled once");
+        s.sql.close().await;
+    }
+
+    /// The registry made the request but the drafter died before storing it: the next
+    /// run asks again and the registry answers the same open request; one request, one
+    /// waiting comment.
+    #[tokio::test]
+    async fn a_drafter_killed_after_asking_makes_one_request() {
+        struct DiesAfterAsking(Arc<dyn PullApprovals>, std::sync::atomic::AtomicBool);
+
+        #[async_trait::async_trait]
+        impl PullApprovals for DiesAfterAsking {
+            async fn ask(&self, gate: &inquest::github::Gate) -> Result<Ticket, ApprovalError> {
+                let ticket = self.0.ask(gate).await?;
+                if self.1.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return Err(ApprovalError::Unavailable("killed".into()));
+                }
+                Ok(ticket)
+            }
+            async fn show(&self, id: &str) -> Result<Ticket, ApprovalError> {
+                self.0.show(id).await
+            }
+            async fn consume(&self, id: &str, digest: &str) -> Result<Ticket, ApprovalError> {
+                self.0.consume(id, digest).await
+            }
+            async fn withdraw(&self, id: &str, why: &str) -> Result<(), ApprovalError> {
+                self.0.withdraw(id, why).await
+            }
+        }
+
+        let s = setup().await;
+        let dying = Arc::new(DiesAfterAsking(s.registry.for_agent(), std::sync::atomic::AtomicBool::new(true)));
+        let drafter = |approvals: Arc<dyn PullApprovals>| Drafter {
+            host: Arc::new(OctoHost::new(&s.github.url, GithubAuth::Token(SecretString::from("t")), "acme/etl")),
+            store: s.store.clone(),
+            clock: Arc::new(SystemClock),
+            author: ("Inquest".into(), "inquest@example.com".into()),
+            approvals: Some(approvals),
+        };
+        let plan = inquest::github::draft::DraftPlan {
+            investigation_id: s.investigation.clone(),
+            n: 1,
+            repo: "acme/etl".into(),
+            base: "main".into(),
+            title: "Give etl more executor memory".into(),
+            summary: "Executors ran out of memory.".into(),
+            thread_url: "http://127.0.0.1:7400/investigations/x".into(),
+            labels: vec![],
+            edits: vec![FileEdit::Replace { path: CONF.into(), find: "4g".into(), replace: "8g".into() }],
+            requester_login: None,
+            created_at: "2026-11-27T05:00:00Z".into(),
+        };
+        let id = s.store.create_draft("d1", &plan, 1).await.unwrap();
+        assert!(drafter(dying.clone()).run(&id).await.is_err(), "killed after the registry made the request");
+        assert_eq!(s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.request, None, "not stored");
+        drafter(dying).run(&id).await.unwrap();
+        let request = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.request.expect("asked");
+
+        let admin = Principal::user("root", &["inquest-admins"]);
+        let (_, list) = s.registry.call(&admin, "GET", "/v0.1/x/approvals?state=pending", None).await;
+        let ids: Vec<&str> = list["approvals"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [request.as_str()], "one request");
+        let pull = &s.github.pulls()[0];
+        assert_eq!(pull.comments.len(), 1);
+        assert!(pull.comments[0].contains(&request));
         s.sql.close().await;
     }
 }

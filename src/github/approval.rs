@@ -141,6 +141,8 @@ pub struct GateWatch {
 
 /// Gates looked at per round.
 const ROUND: i64 = 200;
+/// How long a decided gate is left to the one who decided it before the watch settles it.
+const SETTLE_GRACE_MS: i64 = 30_000;
 
 impl GateWatch {
     /// Checks every pending gate each `poll` until `stop`.
@@ -156,8 +158,20 @@ impl GateWatch {
         }
     }
 
-    /// One look at every pending gate; how many changed.
+    /// One look at every pending gate, and at decided gates whose pull request does not
+    /// show their state yet (a settle that failed); how many gates changed.
     pub async fn round(&self) -> Result<usize, WatchError> {
+        if let Some(d) = &self.drafting {
+            // Only gates left alone for a while: a fresh change is being settled by whoever
+            // made it, and two settles at once could both post the same comment.
+            let before = self.clock.now().timestamp_millis() - SETTLE_GRACE_MS;
+            for stored in self.store.unsettled_gates(before, ROUND).await? {
+                let (repo, number) = (stored.gate.repo.as_str(), stored.gate.number);
+                if let Err(e) = d.drafter.settle(repo, number, &d.reviewers).await {
+                    warn!(repo, number, error = %e, "the pull request does not show its gate's state yet");
+                }
+            }
+        }
         let mut changed = 0;
         for stored in self.store.pending_gates(ROUND).await? {
             let (repo, number) = (stored.gate.repo.clone(), stored.gate.number);
@@ -216,7 +230,7 @@ impl GateWatch {
     }
 
     /// Makes the pull request show its gate's state; a failure is logged and retried by
-    /// the next change (the gate's state is stored).
+    /// the next round (the gate stays unsettled until it succeeds).
     pub async fn settle(&self, gate: &Gate) {
         if let Some(d) = &self.drafting
             && let Err(e) = d.drafter.settle(&gate.repo, gate.number, &d.reviewers).await

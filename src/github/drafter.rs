@@ -235,6 +235,7 @@ impl Drafter {
                 Effect::DeleteBranch => self.host.delete_branch(repo, &pull.head_ref).await?,
             }
         }
+        self.store.mark_settled(&stored.id, stored.version).await?;
         info!(repo, number, state = stored.gate.state.as_str(), effects = todo.len(), "pull request settled");
         Ok(todo)
     }

@@ -42,6 +42,8 @@ pub struct StoredGate {
     pub version: i64,
     /// When it last changed, in milliseconds since the epoch.
     pub updated_at_ms: i64,
+    /// The last version GitHub was made to show.
+    pub settled_version: i64,
     pub gate: Gate,
 }
 
@@ -218,7 +220,7 @@ impl GithubStore {
     pub async fn gate_of(&self, repo: &str, number_: u64) -> Result<Option<StoredGate>> {
         let row = sqlx::query(
             "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
-             updated_at, diff_digest, approval_request FROM pr_gates WHERE repo = $1 AND number = $2",
+             updated_at, diff_digest, approval_request, settled_version FROM pr_gates WHERE repo = $1 AND number = $2",
         )
         .bind(repo_key(repo))
         .bind(number(number_))
@@ -231,13 +233,40 @@ impl GithubStore {
     pub async fn pending_gates(&self, limit: i64) -> Result<Vec<StoredGate>> {
         let rows = sqlx::query(
             "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
-             updated_at, diff_digest, approval_request FROM pr_gates WHERE state = 'pending' \
+             updated_at, diff_digest, approval_request, settled_version FROM pr_gates WHERE state = 'pending' \
              ORDER BY updated_at LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.store.read)
         .await?;
         rows.iter().map(stored_gate).collect()
+    }
+
+    /// Decided gates (approved, declined, expired), changed before `before_ms`, whose
+    /// pull request has not been made to show their latest version; oldest change
+    /// first, at most `limit`.
+    pub async fn unsettled_gates(&self, before_ms: i64, limit: i64) -> Result<Vec<StoredGate>> {
+        let rows = sqlx::query(
+            "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
+             updated_at, diff_digest, approval_request, settled_version FROM pr_gates \
+             WHERE state IN ('approved', 'declined', 'expired') AND settled_version < version \
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.store.read)
+        .await?;
+        rows.iter().map(stored_gate).collect()
+    }
+
+    /// Records that GitHub shows gate `id` as of `version`.
+    pub async fn mark_settled(&self, id: &str, version: i64) -> Result<()> {
+        sqlx::query("UPDATE pr_gates SET settled_version = $2 WHERE id = $1 AND settled_version < $2")
+            .bind(id)
+            .bind(version)
+            .execute(&self.store.write)
+            .await?;
+        Ok(())
     }
 
     /// Replaces the gate with `next` if its version is still `expected_version`,
@@ -382,6 +411,7 @@ fn stored_gate(r: &AnyRow) -> Result<StoredGate> {
         investigation_id: r.try_get("investigation_id")?,
         version: r.try_get("version")?,
         updated_at_ms: r.try_get("updated_at")?,
+        settled_version: r.try_get("settled_version")?,
         gate: Gate {
             repo: r.try_get("repo")?,
             number: u64::try_from(r.try_get::<i64, _>("number")?).unwrap_or_default(),

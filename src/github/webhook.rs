@@ -214,7 +214,7 @@ impl Webhooks {
                         if let Some(d) = &self.drafting
                             && let Err(e) = d.drafter.settle(repo, number, &d.reviewers).await
                         {
-                            // The gate's state is stored; the next event for this PR settles it again.
+                            // The gate's state is stored; the gate watch settles it again.
                             warn!(repo, number, error = %e, "the pull request does not show its gate's state yet");
                         }
                         return Ok(format!("{}: {why}", gate.state.as_str()));
