@@ -14,6 +14,7 @@ mod browser;
 mod durability;
 mod evals;
 mod github;
+mod github_wire;
 mod jwt;
 mod llm_script;
 mod mcp_domains;

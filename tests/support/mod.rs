@@ -4,6 +4,7 @@
 pub mod airflow;
 pub mod codehost;
 pub mod fixtures;
+pub mod gh_openapi;
 pub mod github;
 pub mod mcp;
 pub mod oidc;
