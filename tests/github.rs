@@ -1193,3 +1193,111 @@ mod registry_gate {
         s.sql.close().await;
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The real binary: `inquest all` asks its own registry over the mesh with the agent's
+// identity, and a person who logged in approves on the registry's page.
+
+mod in_the_binary {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use inquest::clock::SystemClock;
+    use inquest::github::approval::action;
+    use inquest::github::draft::{DraftPlan, FileEdit};
+    use inquest::github::drafter::Drafter;
+    use inquest::github::octo::{GithubAuth, OctoHost};
+    use inquest::github::{GateState, GithubStore};
+    use inquest::registry::approvals::action_digest;
+    use inquest::store::SqlStore;
+    use secrecy::SecretString;
+
+    use crate::support::github::GithubServer;
+    use crate::support::oidc::Browser;
+    use crate::support::process::{InquestBuilder, Scratch, wait_for};
+
+    const CONF: &str = "jobs/etl/spark-defaults.conf";
+
+    #[tokio::test]
+    async fn inquest_all_asks_its_registry_and_a_logged_in_admin_approves() {
+        let github = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
+        let scratch = Scratch::new();
+        let mut inquest = InquestBuilder::new("gh", scratch.path())
+            .env("INQUEST_GITHUB__REPOSITORY", "acme/etl")
+            .env("INQUEST_GITHUB__TOKEN", "dev-token")
+            .env("INQUEST_GITHUB__API_URL", github.url.clone())
+            .env("INQUEST_GITHUB__REVIEWERS", "carol")
+            .start()
+            .await;
+        let base = inquest.api().base.clone();
+
+        // A draft made beside the binary, in its store, without asking: the binary's
+        // gate watch asks for it.
+        let url = format!("sqlite://{}/inquest.db", scratch.path().display());
+        let sql = Arc::new(SqlStore::open(&url, 2).await.unwrap());
+        let store = GithubStore::new(sql.clone());
+        let drafter = Drafter {
+            host: Arc::new(OctoHost::new(&github.url, GithubAuth::Token(SecretString::from("t")), "acme/etl")),
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            author: ("Inquest".into(), "inquest@example.com".into()),
+            approvals: None,
+        };
+        let plan = DraftPlan {
+            investigation_id: "inv-binary".into(),
+            n: 1,
+            repo: "acme/etl".into(),
+            base: "main".into(),
+            title: "Give etl more executor memory".into(),
+            summary: "Executors ran out of memory.".into(),
+            thread_url: format!("{base}/v1/investigations/inv-binary"),
+            labels: vec![],
+            edits: vec![FileEdit::Replace { path: CONF.into(), find: "4g".into(), replace: "8g".into() }],
+            requester_login: None,
+            created_at: "2026-11-27T05:00:00Z".into(),
+        };
+        let id = store.create_draft("d1", &plan, 1).await.unwrap();
+        drafter.run(&id).await.unwrap();
+        let gate = wait_for("the binary's watch to ask its registry", Duration::from_secs(30), || async {
+            let stored = store.gate_of("acme/etl", 1).await.map_err(|e| e.to_string())?.unwrap();
+            if stored.gate.request.is_some() { Ok(stored.gate) } else { Err("not asked yet".into()) }
+        })
+        .await;
+        let request = gate.request.clone().unwrap();
+
+        // The default policy: the registry's administrators approve pull requests.
+        let mut browser = Browser::new();
+        let page = browser
+            .post_form(
+                &format!("{base}/auth/dev-login"),
+                &[("subject", "root"), ("groups", "inquest-admins"), ("next", "/investigations")],
+            )
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let page = browser.get(&format!("{base}/approvals/{request}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        // `acme/etl #1`, with the slash escaped as HTML.
+        assert!(page.body.contains("acme&#x2f;etl #1"), "{}", page.body);
+        let digest = action_digest(&action(&gate));
+        assert!(page.body.contains(&digest), "the page shows the digest a person quotes");
+        let decided = browser
+            .post_form(&format!("{base}/approvals/{request}/decide"), &[("decision", "approve"), ("digest", &digest)])
+            .await;
+        assert_eq!(decided.status, 303, "{}", decided.body);
+
+        wait_for("the binary to apply the approval", Duration::from_secs(30), || async {
+            let stored = store.gate_of("acme/etl", 1).await.map_err(|e| e.to_string())?.unwrap();
+            match stored.gate.state {
+                GateState::Approved if stored.settled_version == stored.version => Ok(()),
+                other => Err(format!("{other:?}, settled {} of {}", stored.settled_version, stored.version)),
+            }
+        })
+        .await;
+        let pull = &github.pulls()[0];
+        assert!(!pull.draft && pull.open, "ready for review");
+        assert_eq!(pull.reviewers, ["carol"]);
+        assert!(pull.comments.iter().any(|c| c.starts_with("Approved by **root**")), "{:?}", pull.comments);
+        sql.close().await;
+        inquest.terminate(Duration::from_secs(20)).await;
+    }
+}

@@ -312,11 +312,11 @@ mod tests {
         );
         assert_eq!(
             reading(&ticket("declined", &[], Some("user:cy"))),
-            Reading::Decided(Decided::Declined { by: "user:cy".into() })
+            Reading::Decided(Decided::Declined { by: "cy".into() })
         );
         assert_eq!(
-            reading(&ticket("revoked", &[], Some("user:admin"))),
-            Reading::Decided(Decided::Revoked { by: "user:admin".into() })
+            reading(&ticket("revoked", &[], Some("spiffe://td/ops/admin"))),
+            Reading::Decided(Decided::Revoked { by: "spiffe://td/ops/admin".into() })
         );
         assert_eq!(reading(&ticket("expired", &[], None)), Reading::Decided(Decided::Expired));
         assert_eq!(reading(&ticket("something-new", &[], None)), Reading::Wait);

@@ -43,9 +43,10 @@ pub struct TicketVote {
 }
 
 impl TicketVote {
-    /// What people read for them: the name when known, else the id.
+    /// What people read for them: the name when known, else the id (a person's without
+    /// its `user:` prefix).
     pub fn who(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.by)
+        self.name.as_deref().unwrap_or_else(|| self.by.strip_prefix("user:").unwrap_or(&self.by))
     }
 }
 
