@@ -736,6 +736,91 @@ mod recorded {
 }
 
 // ---------------------------------------------------------------------------------
+// Who may approve, as a table, over the wire: reviews made through the GitHub test
+// server, whose signed webhooks reach the booted agent's route and processor.
+
+/// (case, who reviews, which commit, the gate's state after).
+#[tokio::test]
+async fn who_may_approve_the_scenario_table_over_githubs_webhooks() {
+    use inquest::clock::SystemClock;
+    use inquest::github::draft::{DraftPlan, FileEdit};
+    use inquest::github::drafter::Drafter;
+    use inquest::github::octo::{GithubAuth, OctoHost};
+
+    use crate::support::github::{APP_LOGIN, GithubServer};
+
+    let hooks = Hooks::start("bob,alice").await;
+    let github = GithubServer::start("acme", &[("conf/a.conf", "x = 1\n")]).await;
+    github.send_webhooks_to(&format!("{}/v1/webhooks/github", hooks.server.url), SECRET);
+    let drafter = Drafter {
+        host: Arc::new(OctoHost::new(&github.url, GithubAuth::Token(secrecy::SecretString::from("t")), "acme/etl")),
+        store: hooks.store.clone(),
+        clock: Arc::new(SystemClock),
+        author: ("Inquest".into(), "inquest@example.com".into()),
+        approvals: None,
+    };
+    let plan = DraftPlan {
+        investigation_id: "inv-table".into(),
+        n: 1,
+        repo: "acme/etl".into(),
+        base: "main".into(),
+        title: "Set x".into(),
+        summary: "x must be 2.".into(),
+        thread_url: "http://127.0.0.1:7400/v1/investigations/inv-table".into(),
+        labels: vec![],
+        edits: vec![FileEdit::Replace { path: "conf/a.conf".into(), find: "x = 1".into(), replace: "x = 2".into() }],
+        // Alice asked for the change: though she is an approver, she cannot approve it.
+        requester_login: Some("alice".into()),
+        created_at: "2026-11-27T05:00:00Z".into(),
+    };
+    let id = hooks.store.create_draft("d1", &plan, 1).await.unwrap();
+    drafter.run(&id).await.unwrap();
+    let first_head = github.pulls()[0].head_sha.clone();
+
+    // Waits until the agent processed the latest delivery; the gate's state then.
+    let settle = || async {
+        let delivery = github.deliveries().last().cloned().expect("a webhook was sent");
+        assert_eq!(delivery.status, Some(202), "{delivery:?}");
+        hooks.outcome(&delivery.id).await;
+        hooks.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.state
+    };
+    let sent = || github.deliveries().len();
+
+    let (status, _) = github.review(1, "alice", None, "APPROVE").await;
+    assert_eq!(status, 200);
+    assert_eq!(settle().await, GateState::Pending, "the requester, though an approver");
+
+    // GitHub refuses an app's approval of its own pull request; had it been sent, the
+    // gate would refuse it too (the unit table covers that).
+    let before = sent();
+    let (status, answer) = github.review(1, APP_LOGIN, None, "APPROVE").await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(sent(), before, "nothing happened on GitHub, so nothing was sent");
+
+    github.review(1, "mallory", None, "APPROVE").await;
+    assert_eq!(settle().await, GateState::Pending, "a reviewer who is not an approver");
+
+    let new_head = github.push("inquest/inv-table/1", &[("conf/b.conf", "y = 1\n")]).await;
+    assert_eq!(settle().await, GateState::Pending, "a push: the gate asks for the new head");
+    assert_eq!(hooks.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.head_sha, new_head);
+    github.review(1, "bob", Some(&first_head), "APPROVE").await;
+    assert_eq!(settle().await, GateState::Pending, "an allowed reviewer of an older head");
+
+    let (_, review) = github.review(1, "bob", None, "APPROVE").await;
+    assert_eq!(settle().await, GateState::Approved, "an allowed reviewer of the head");
+
+    github.review(1, "mallory", None, "REQUEST_CHANGES").await;
+    assert_eq!(settle().await, GateState::Approved, "another review changes nothing");
+    github.dismiss(1, review["id"].as_u64().unwrap(), "carol", "stale").await;
+    assert_eq!(settle().await, GateState::Pending, "the approving review dismissed: the gate asks again");
+
+    let log = hooks.store.gate_log(&hooks.store.gate_of("acme/etl", 1).await.unwrap().unwrap().id).await.unwrap();
+    let states: Vec<GateState> = log.iter().map(|e| e.state).collect();
+    assert_eq!(states, [GateState::Pending, GateState::Pending, GateState::Approved, GateState::Pending]);
+    hooks.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
 // The gate and the registry's approval service: the registry's approval routes and
 // store (as in `inquest all`), reached over HTTP; callers are named by a test header
 // where the mesh and login layers would put them.
