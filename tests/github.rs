@@ -608,7 +608,7 @@ mod end_to_end {
     use crate::support::mcp::{ECHO_PLAYBOOK, FakeMcp, echo_investigation};
 
     /// The echo playbook with a fix: pin the echoed word in the word's config file.
-    const REMEDIATION: &str = r#"remediations:
+    pub(super) const REMEDIATION: &str = r#"remediations:
   - id: pin_word
     when: [word]
     title: "Pin the word of {{ labels.word }}"
@@ -1275,6 +1275,64 @@ mod registry_gate {
         let pull = &s.github.pulls()[0];
         assert_eq!(pull.comments.len(), 1);
         assert!(pull.comments[0].contains(&request));
+        s.sql.close().await;
+    }
+
+    /// The whole story: an investigation with a remediation drafts one branch holding
+    /// the change (checked with git), one draft PR and its gate; the thread shows the
+    /// draft, its approval page and every gate change; a person declines at the registry
+    /// and the PR is closed and its branch deleted.
+    #[tokio::test]
+    async fn an_investigation_drafts_its_fix_and_a_decline_at_the_registry_closes_it() {
+        use inquest::agent::{AgentInvestigator, FixedDiscovery, Limits, SessionPool, Target};
+        use inquest::engine::{Investigator, WorkContext};
+        use inquest::playbook;
+
+        use crate::support::mcp::{ECHO_PLAYBOOK, FakeMcp};
+
+        let mcp = FakeMcp::start(&["echo"]).await;
+        let s = setup().await;
+        // The echo playbook's fix edits `conf/orders.conf`.
+        s.github.push("main", &[("conf/orders.conf", "word = loud\n")]).await;
+        let target = Target { name: "fake".into(), url: mcp.url.clone(), http: reqwest::Client::new(), trusted: true };
+        let investigator = AgentInvestigator {
+            playbooks: vec![
+                playbook::parse("echo.yaml", &format!("{ECHO_PLAYBOOK}{}", super::end_to_end::REMEDIATION)).unwrap(),
+            ],
+            discovery: Arc::new(FixedDiscovery(vec![target])),
+            sessions: Arc::new(SessionPool::new(Limits::default())),
+            planner: None,
+            approvals: None,
+            simulated_work: Duration::ZERO,
+            metrics: None,
+            drafting: Some(s.drafting.clone()),
+        };
+        let summary = s.sql.investigation(&s.investigation).await.unwrap().unwrap();
+        let dyn_store: Arc<dyn Store> = s.sql.clone();
+        let outcome = investigator.investigate(&WorkContext::detached(summary, dyn_store)).await.unwrap();
+        let drafted = outcome.events.iter().find(|e| e.kind == "pull_request.drafted").expect("drafted");
+        let request = s.store.gate_of("acme/etl", 1).await.unwrap().unwrap().gate.request.expect("asked");
+        assert_eq!(drafted.data["approval_url"], format!("https://registry.example/approvals/{request}"));
+        let branch = format!("inquest/{}/1", s.investigation);
+        assert_eq!(
+            git(&s.github.repo_dir, &["show", &format!("{branch}:conf/orders.conf")], &[], None).unwrap(),
+            "word = echoed"
+        );
+        assert_eq!(s.github.pulls().len(), 1);
+        assert!(s.github.pulls()[0].draft);
+
+        assert_eq!(s.registry.decide(&dave(), &request, "decline").await.0, 200);
+        assert_eq!(s.watch.round().await.unwrap(), 1);
+        let pull = &s.github.pulls()[0];
+        assert!(!pull.open, "closed");
+        assert!(pull.comments.iter().any(|c| c.contains("was declined")), "{:?}", pull.comments);
+        assert!(
+            git(&s.github.repo_dir, &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")], &[], None)
+                .is_err()
+        );
+        let thread = thread(&s).await;
+        assert_eq!(thread.last().map(|(st, _)| st.as_str()), Some("declined"));
+        assert!(thread.last().unwrap().1.starts_with("Dave declined"), "{thread:?}");
         s.sql.close().await;
     }
 }
