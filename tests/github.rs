@@ -54,9 +54,10 @@ async fn deliveries_are_stored_once_and_claimed_by_lease(s: &GithubStore) {
 }
 
 async fn gates_change_by_compare_and_set_with_a_log(s: &GithubStore) {
-    s.create_gate("g1", "inv1", &gate("Acme/ETL", 7, HEAD), 1_000).await.unwrap();
+    s.create_gate("g1", "inv1", &gate("Acme/ETL", 7, HEAD), &["acme/etl-owners".into()], 1_000).await.unwrap();
     let stored = s.gate_of("acme/etl", 7).await.unwrap().expect("found whatever the case");
     assert_eq!((stored.version, stored.gate.state), (1, GateState::Pending));
+    assert_eq!(stored.code_owners, ["acme/etl-owners"]);
     let approved = Gate {
         state: GateState::Approved,
         approval: Some(Approval::Review { review_id: 9, by: "bob".into() }),
@@ -205,7 +206,7 @@ async fn a_review_approves_a_push_asks_again_and_forgeries_change_nothing() {
     let submitted = example(&reviews, "submitted");
     let repo = submitted["repository"]["full_name"].as_str().unwrap().to_string();
     let number = submitted["pull_request"]["number"].as_u64().unwrap();
-    hooks.store.create_gate("g1", "inv1", &gate(&repo, number, HEAD), 1).await.unwrap();
+    hooks.store.create_gate("g1", "inv1", &gate(&repo, number, HEAD), &[], 1).await.unwrap();
     let review = |id: u64, login: &str, state: &str, commit: &str| {
         let mut p = submitted.clone();
         p["review"]["id"] = json!(id);
@@ -473,13 +474,14 @@ mod octocrab_host {
         h.delete_branch("acme/etl", "never-made").await.unwrap();
     }
 
-    /// Killed after each of its seven writes in turn (GitHub made the change, the
+    /// Killed after each of its eight writes in turn (GitHub made the change, the
     /// drafter never heard): one branch whose content git shows is the change, one
     /// draft PR, one comment; `main` untouched.
     #[tokio::test]
     async fn a_draft_survives_being_killed_after_any_write() {
-        // The writes: blob, tree, commit, branch, pull request, labels, comment.
-        for crash in 1..=7 {
+        // The writes: blob, tree, commit, branch, pull request, the repository's label,
+        // the PR's labels, comment.
+        for crash in 1..=8 {
             let server =
                 GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n"), ("README", "etl\n")]).await;
             let main_before = server.git(&["rev-parse", "refs/heads/main"]).unwrap();
@@ -700,7 +702,7 @@ mod end_to_end {
 // CodeHost: the requests it makes are the recorded ones, and it reads GitHub's answers.
 
 mod recorded {
-    use inquest::github::codehost::CodeHost;
+    use inquest::github::codehost::{CodeHost, HostError};
     use inquest::github::octo::{GithubAuth, OctoHost};
     use secrecy::SecretString;
 
@@ -722,6 +724,30 @@ mod recorded {
         h.delete_branch("x", "test").await.unwrap();
         assert_eq!(replay.unexpected(), Vec::<String>::new());
         assert_eq!(replay.replayed(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_missing_label_is_made_as_github_recorded_it() {
+        let replay = Replay::start("labels").await;
+        let h = host(&replay, "octokit-fixture-org/labels");
+        h.ensure_label("x", "test-label", "663399").await.unwrap();
+        assert_eq!(replay.unexpected(), Vec::<String>::new());
+        assert_eq!(replay.replayed(), 1);
+    }
+
+    /// GitHub's 422 `Validation Failed` reads as a refusal that names what was wrong.
+    #[tokio::test]
+    async fn a_validation_failure_is_a_refusal_naming_the_field() {
+        let replay = Replay::start("errors").await;
+        let h = host(&replay, "octokit-fixture-org/errors");
+        let err = h.ensure_label("x", "foo", "invalid").await.unwrap_err();
+        match err {
+            HostError::Refused(text) => {
+                assert_eq!(text, "GitHub answered 422: Validation Failed: Label.color is invalid")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(replay.replayed(), 1);
     }
 
     #[tokio::test]
@@ -978,7 +1004,10 @@ mod registry_gate {
     }
 
     async fn setup() -> Setup {
-        let github = GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n")]).await;
+        // Code owners: everything the platform team's, jobs the Spark owners' and Dave's.
+        let owners = "* @root-owner\njobs/ @acme/spark-owners @dave\n";
+        let github =
+            GithubServer::start("acme", &[(CONF, "spark.executor.memory 4g\n"), (".github/CODEOWNERS", owners)]).await;
         let dir = tempfile::tempdir().unwrap();
         let sql = Arc::new(SqlStore::open(&format!("sqlite://{}/s.db", dir.path().display()), 2).await.unwrap());
         let investigation = echo_investigation(&sql, "orders").await.id;
@@ -1083,7 +1112,8 @@ mod registry_gate {
         assert_eq!(s.registry.state(&id).await, "consumed", "used once, by the gate");
         let pull = &s.github.pulls()[0];
         assert!(!pull.draft && pull.open, "ready for review");
-        assert_eq!(pull.reviewers, ["carol"]);
+        // The changed file's code owners (a person and a team), then the configured reviewer.
+        assert_eq!(pull.reviewers, ["dave", "carol", "acme/spark-owners"]);
         assert_eq!(pull.comments.len(), 2, "{:?}", pull.comments);
         assert!(pull.comments[1].starts_with("Approved by **Dave** at "), "{}", pull.comments[1]);
         let (state, why) = thread(&s).await.pop().unwrap();

@@ -103,7 +103,12 @@ pub trait CodeHost: Send + Sync {
     /// Marks a draft ready for review (GitHub: GraphQL `markPullRequestReadyForReview`).
     async fn mark_ready(&self, repo: &str, pull: &PullRequest) -> Result<(), HostError>;
 
-    /// Asks these people to review (asking again is no change).
+    /// Makes sure the repository has label `name` (created with `color`, six hex digits,
+    /// when missing; an existing one is left as it is).
+    async fn ensure_label(&self, repo: &str, name: &str, color: &str) -> Result<(), HostError>;
+
+    /// Asks these people (logins) and teams (`org/team`) to review (asking again is no
+    /// change).
     async fn request_reviewers(&self, repo: &str, number: u64, reviewers: &[String]) -> Result<(), HostError>;
 
     /// Closes the pull request without merging.

@@ -43,6 +43,9 @@ pub struct DraftProgress {
     /// The files as they are to be, and the digest of that change.
     pub writes: Option<Vec<FileWrite>>,
     pub digest: Option<String>,
+    /// The CODEOWNERS owners of the changed files at the base (logins, `org/team`),
+    /// without the requester: asked to review once the gate is approved.
+    pub code_owners: Vec<String>,
     pub commit: Option<String>,
     pub branched: bool,
     pub pull: Option<PullRef>,
@@ -276,10 +279,12 @@ mod tests {
         seen.push(next(&p));
         p.gated = true;
         seen.push(next(&p));
+        p.asked = true;
+        seen.push(next(&p));
         p.announced = true;
         seen.push(next(&p));
         use Step::*;
-        assert_eq!(seen, [ReadBase, Commit, Branch, Open, Label, Gate, Announce, Done]);
+        assert_eq!(seen, [ReadBase, Commit, Branch, Open, Label, Gate, Ask, Announce, Done]);
         let finished = DraftProgress { finished: Some("nothing to change".into()), ..DraftProgress::default() };
         assert_eq!(next(&finished), Done);
     }

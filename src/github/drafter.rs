@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::approval::{self, PullApprovals, WatchError};
 use super::codehost::{CodeHost, HostError, PullRequest, Signature};
+use super::codeowners::{self, CodeOwners};
 use super::draft::{self, DraftPlan, DraftProgress, PullRef, Step};
 use super::gate::{self, Effect, Gate, GateState};
 use super::store::{GithubStore, GithubStoreError};
@@ -41,6 +42,9 @@ pub enum DraftError {
     #[error(transparent)]
     Approval(#[from] WatchError),
 }
+
+/// The colour of the labels Inquest makes (GitHub's purple), so its drafts stand out.
+const LABEL_COLOR: &str = "8250df";
 
 pub struct Drafter {
     pub host: Arc<dyn CodeHost>,
@@ -93,6 +97,7 @@ impl Drafter {
                     }
                 }
                 let writes = draft::apply_edits(&plan.edits, &|path| current.get(path).cloned().flatten())?;
+                p.code_owners = self.code_owners(repo, &base, plan, &writes).await?;
                 if writes.is_empty() {
                     p.finished = Some(format!("`{}` already holds the change; nothing to propose", plan.base));
                 }
@@ -144,6 +149,9 @@ impl Drafter {
             }
             Step::Label => {
                 let pull = need(&p.pull)?;
+                for label in &plan.labels {
+                    self.host.ensure_label(repo, label, LABEL_COLOR).await?;
+                }
                 if !plan.labels.is_empty() {
                     self.host.add_labels(repo, pull.number, &plan.labels).await?;
                 }
@@ -162,7 +170,8 @@ impl Drafter {
                     request: None,
                 };
                 let id = uuid::Uuid::now_v7().to_string();
-                self.store.create_gate(&id, &plan.investigation_id, &gate, self.clock.now().timestamp_millis()).await?;
+                let now = self.clock.now().timestamp_millis();
+                self.store.create_gate(&id, &plan.investigation_id, &gate, &p.code_owners, now).await?;
                 p.gated = true;
             }
             Step::Ask => {
@@ -223,11 +232,18 @@ impl Drafter {
             .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_default();
         let todo = gate::effects(&stored.gate, pull.open, pull.draft, &comments, &when);
+        // The changed files' code owners, then the configured reviewers.
+        let mut asked = stored.code_owners.clone();
+        for r in reviewers {
+            if !asked.iter().any(|a| a.eq_ignore_ascii_case(r)) {
+                asked.push(r.clone());
+            }
+        }
         for effect in &todo {
             match effect {
                 Effect::MarkReady => self.host.mark_ready(repo, &pull).await?,
-                Effect::RequestReviewers if !reviewers.is_empty() => {
-                    self.host.request_reviewers(repo, number, reviewers).await?
+                Effect::RequestReviewers if !asked.is_empty() => {
+                    self.host.request_reviewers(repo, number, &asked).await?
                 }
                 Effect::RequestReviewers => {}
                 Effect::Comment { body, .. } => self.host.comment(repo, number, body).await?,
@@ -238,6 +254,26 @@ impl Drafter {
         self.store.mark_settled(&stored.id, stored.version).await?;
         info!(repo, number, state = stored.gate.state.as_str(), effects = todo.len(), "pull request settled");
         Ok(todo)
+    }
+
+    /// The CODEOWNERS owners of the files `writes` change, read at `base` from the first
+    /// place GitHub looks; none without a CODEOWNERS file. The requester is left out:
+    /// they cannot approve their own change.
+    async fn code_owners(
+        &self,
+        repo: &str,
+        base: &str,
+        plan: &DraftPlan,
+        writes: &[super::codehost::FileWrite],
+    ) -> Result<Vec<String>, DraftError> {
+        for location in codeowners::LOCATIONS {
+            if let Some(text) = self.host.file(repo, location, base).await? {
+                let owners = CodeOwners::parse(&text);
+                let exclude: Vec<&str> = plan.requester_login.iter().map(String::as_str).collect();
+                return Ok(owners.reviewers(writes.iter().map(|w| w.path.as_str()), &exclude));
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// The open pull request of `branch`, if it is the one this change made.

@@ -6,6 +6,7 @@
 //! - `store`: deliveries (the durable queue) and gates, with their log;
 //! - `webhook`: the route and the processor between them;
 //! - `codehost`: the `CodeHost` seam (GitHub's git data, pulls, labels, comments);
+//! - `codeowners`: who owns the files a draft changes (CODEOWNERS, pure);
 //! - `draft`: a draft as data and its pure decisions (next step, edits, digest, markers);
 //! - `drafter`: carries a draft through its steps, storing each, safe to repeat.
 //!
@@ -15,6 +16,7 @@
 
 pub mod approval;
 pub mod codehost;
+pub mod codeowners;
 pub mod draft;
 pub mod drafter;
 pub mod events;

@@ -250,6 +250,13 @@ impl CodeHost for OctoHost {
         pulls.first().map(pull_request).transpose()
     }
 
+    async fn ensure_label(&self, _repo: &str, name: &str, color: &str) -> Result<(), HostError> {
+        match self.post::<Value>(&self.route("labels"), &json!({"name": name, "color": color})).await {
+            Ok(_) | Err(HostError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn add_labels(&self, _repo: &str, number: u64, labels: &[String]) -> Result<(), HostError> {
         self.post::<Value>(&self.route(&format!("issues/{number}/labels")), &json!({"labels": labels}))
             .await
@@ -309,7 +316,11 @@ impl CodeHost for OctoHost {
 
     async fn request_reviewers(&self, _repo: &str, number: u64, reviewers: &[String]) -> Result<(), HostError> {
         let route = self.route(&format!("pulls/{number}/requested_reviewers"));
-        self.post::<Value>(&route, &json!({"reviewers": reviewers})).await.map(|_| ())
+        // `org/team` (as CODEOWNERS names teams) is a team of the repository's owner.
+        let (teams, people): (Vec<&String>, Vec<&String>) = reviewers.iter().partition(|r| r.contains('/'));
+        let teams: Vec<&str> = teams.iter().filter_map(|t| t.split_once('/').map(|(_, slug)| slug)).collect();
+        let body = json!({"reviewers": people, "team_reviewers": teams});
+        self.post::<Value>(&route, &body).await.map(|_| ())
     }
 
     async fn close(&self, _repo: &str, number: u64) -> Result<(), HostError> {
@@ -402,22 +413,27 @@ pub fn rate_limit_wait(status: u16, headers: &HashMap<String, String>, now_secs:
     (status == 429).then_some(Duration::from_secs(60))
 }
 
+/// One entry of a 422's `errors`: its message, or what GitHub says in its structured form
+/// (`{resource, field, code}`, e.g. `Label.color is invalid`).
+fn validation_error(x: &Value) -> String {
+    if let Some(m) = x["message"].as_str().or_else(|| x.as_str()) {
+        return m.to_string();
+    }
+    let part = |k: &str| x[k].as_str().unwrap_or("?").to_string();
+    format!("{}.{} is {}", part("resource"), part("field"), part("code").replace('_', " "))
+}
+
 /// octocrab's error as the drafter needs to see it.
 fn host_error(e: octocrab::Error) -> HostError {
     match &e {
         octocrab::Error::GitHub { source, .. } => {
             let message = source.message.clone();
-            let detail = source
-                .errors
-                .iter()
-                .flatten()
-                .filter_map(|x| x["message"].as_str().or_else(|| x.as_str()))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let detail = source.errors.iter().flatten().map(validation_error).collect::<Vec<_>>().join("; ");
             let text = if detail.is_empty() { message } else { format!("{message}: {detail}") };
+            let exists = source.errors.iter().flatten().any(|x| x["code"] == "already_exists");
             match source.status_code.as_u16() {
                 404 => HostError::NotFound(text),
-                422 if text.contains("already exists") => HostError::AlreadyExists(text),
+                422 if exists || text.contains("already exists") => HostError::AlreadyExists(text),
                 s if s >= 500 || s == 429 => HostError::Unavailable(format!("GitHub answered {s}: {text}")),
                 s => HostError::Refused(format!("GitHub answered {s}: {text}")),
             }

@@ -44,6 +44,8 @@ pub struct StoredGate {
     pub updated_at_ms: i64,
     /// The last version GitHub was made to show.
     pub settled_version: i64,
+    /// The changed files' CODEOWNERS owners, asked to review once approved.
+    pub code_owners: Vec<String>,
     pub gate: Gate,
 }
 
@@ -128,12 +130,19 @@ impl GithubStore {
 
     /// Stores a new gate (version 1) and its first log entry, unless the pull request
     /// has a gate already; `true` if this made it.
-    pub async fn create_gate(&self, id: &str, investigation_id: &str, gate: &Gate, now_ms: i64) -> Result<bool> {
+    pub async fn create_gate(
+        &self,
+        id: &str,
+        investigation_id: &str,
+        gate: &Gate,
+        code_owners: &[String],
+        now_ms: i64,
+    ) -> Result<bool> {
         let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO pr_gates (id, investigation_id, repo, number, head_sha, requester_login, state, approval, \
-             created_at, updated_at, version, diff_digest, approval_request) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10, $11) \
+             created_at, updated_at, version, diff_digest, approval_request, code_owners) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 1, $10, $11, $12) \
              ON CONFLICT (repo, number) DO NOTHING",
         )
         .bind(id)
@@ -147,6 +156,7 @@ impl GithubStore {
         .bind(now_ms)
         .bind(&gate.diff_digest)
         .bind(gate.request.as_deref())
+        .bind(json(&code_owners)?)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -220,7 +230,7 @@ impl GithubStore {
     pub async fn gate_of(&self, repo: &str, number_: u64) -> Result<Option<StoredGate>> {
         let row = sqlx::query(
             "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
-             updated_at, diff_digest, approval_request, settled_version FROM pr_gates WHERE repo = $1 AND number = $2",
+             updated_at, diff_digest, approval_request, settled_version, code_owners FROM pr_gates WHERE repo = $1 AND number = $2",
         )
         .bind(repo_key(repo))
         .bind(number(number_))
@@ -233,7 +243,7 @@ impl GithubStore {
     pub async fn pending_gates(&self, limit: i64) -> Result<Vec<StoredGate>> {
         let rows = sqlx::query(
             "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
-             updated_at, diff_digest, approval_request, settled_version FROM pr_gates WHERE state = 'pending' \
+             updated_at, diff_digest, approval_request, settled_version, code_owners FROM pr_gates WHERE state = 'pending' \
              ORDER BY updated_at LIMIT $1",
         )
         .bind(limit)
@@ -248,7 +258,7 @@ impl GithubStore {
     pub async fn unsettled_gates(&self, before_ms: i64, limit: i64) -> Result<Vec<StoredGate>> {
         let rows = sqlx::query(
             "SELECT id, investigation_id, repo, number, head_sha, requester_login, state, approval, version, \
-             updated_at, diff_digest, approval_request, settled_version FROM pr_gates \
+             updated_at, diff_digest, approval_request, settled_version, code_owners FROM pr_gates \
              WHERE state IN ('approved', 'declined', 'expired') AND settled_version < version \
              AND updated_at < $1 ORDER BY updated_at LIMIT $2",
         )
@@ -412,6 +422,7 @@ fn stored_gate(r: &AnyRow) -> Result<StoredGate> {
         version: r.try_get("version")?,
         updated_at_ms: r.try_get("updated_at")?,
         settled_version: r.try_get("settled_version")?,
+        code_owners: parse(&r.try_get::<String, _>("code_owners")?, "code_owners")?,
         gate: Gate {
             repo: r.try_get("repo")?,
             number: u64::try_from(r.try_get::<i64, _>("number")?).unwrap_or_default(),

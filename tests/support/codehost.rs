@@ -32,6 +32,8 @@ pub struct State {
     pub commits: BTreeMap<String, Commit>,
     pub branches: BTreeMap<String, String>,
     pub pulls: Vec<Pull>,
+    /// The repository's labels.
+    pub repo_labels: Vec<String>,
     /// Writes so far, and the one after which to fail.
     pub writes: usize,
     pub crash_after: Option<usize>,
@@ -169,6 +171,15 @@ impl CodeHost for FakeHost {
     async fn find_pull(&self, _repo: &str, head: &str) -> Result<Option<PullRequest>, HostError> {
         let s = self.state.lock().unwrap();
         Ok(s.pulls.iter().find(|p| p.pr.head_ref == head && p.pr.open).map(|p| p.pr.clone()))
+    }
+
+    // Not a write the crash tests count: making a label is idempotent by itself.
+    async fn ensure_label(&self, _repo: &str, name: &str, _color: &str) -> Result<(), HostError> {
+        let mut s = self.state.lock().unwrap();
+        if !s.repo_labels.iter().any(|l| l == name) {
+            s.repo_labels.push(name.to_string());
+        }
+        Ok(())
     }
 
     async fn add_labels(&self, _repo: &str, number: u64, labels: &[String]) -> Result<(), HostError> {

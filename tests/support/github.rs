@@ -121,6 +121,8 @@ pub struct Log {
     /// What did not fit GitHub's REST description: requests, answers, webhooks.
     pub violations: Vec<String>,
     pub deliveries: Vec<Delivery>,
+    /// The repository's labels: name and colour.
+    pub labels: Vec<(String, String)>,
     next_id: u64,
 }
 
@@ -216,6 +218,7 @@ impl GithubServer {
             .route(&format!("{r}/pulls/{{number}}/reviews/{{review}}/dismissals"), put(dismiss_review))
             .route("/graphql", post(graphql))
             .route(&format!("{r}/issues/{{number}}/labels"), post(add_labels))
+            .route(&format!("{r}/labels"), post(create_label))
             .route(&format!("{r}/issues/{{number}}/comments"), post(create_comment).get(list_comments))
             .fallback(not_here)
             .method_not_allowed_fallback(not_here)
@@ -1135,6 +1138,32 @@ fn with_pull<T>(s: &Shared, number: &str, f: impl FnOnce(&mut Pull) -> T) -> Opt
     s.log.lock().unwrap().pulls.iter_mut().find(|p| p.number == n).map(f)
 }
 
+/// `POST /repos/{owner}/{repo}/labels`: 201, or GitHub's 422 `already_exists`.
+async fn create_label(State(s): State<Shared>, UrlPath((_, repo)): Repo, Json(body): Json<Value>) -> Response {
+    let name = match str_field(&body, "name") {
+        Ok(n) => n.to_string(),
+        Err(e) => return e.into_response(),
+    };
+    let color = body["color"].as_str().unwrap_or("ededed").to_string();
+    let exists = {
+        let mut log = s.log.lock().unwrap();
+        let exists = log.labels.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name));
+        if !exists {
+            log.labels.push((name.clone(), color.clone()));
+        }
+        exists
+    };
+    if exists {
+        let body = json!({"message": "Validation Failed",
+                          "errors": [{"resource": "Label", "code": "already_exists", "field": "name"}],
+                          "documentation_url": "https://docs.github.com/rest/issues/labels#create-a-label"});
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
+    let mut label = label_json(&s, &repo, &name);
+    label["color"] = json!(color);
+    (StatusCode::CREATED, Json(label)).into_response()
+}
+
 async fn add_labels(State(s): State<Shared>, UrlPath((_, _, number)): RepoAnd, Json(body): Json<Value>) -> Response {
     let Some(labels) = body["labels"].as_array() else {
         return invalid("Invalid request.\n\n\"labels\" wasn't supplied.");
@@ -1254,7 +1283,10 @@ async fn request_reviewers(
     let Some(wanted) = body["reviewers"].as_array() else {
         return invalid("Invalid request.\n\n\"reviewers\" wasn't supplied.");
     };
-    let wanted: Vec<String> = wanted.iter().filter_map(|r| r.as_str().map(str::to_string)).collect();
+    let mut wanted: Vec<String> = wanted.iter().filter_map(|r| r.as_str().map(str::to_string)).collect();
+    // Teams are kept as `owner/slug`, as CODEOWNERS names them.
+    let teams = body["team_reviewers"].as_array().into_iter().flatten().filter_map(Value::as_str);
+    wanted.extend(teams.map(|t| format!("{}/{t}", s.owner)));
     match with_pull(&s, &number, |p| {
         if wanted.contains(&p.author) {
             return Err(Refusal::Invalid("Review cannot be requested from pull request author.".into()));
