@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod clock;
