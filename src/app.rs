@@ -124,6 +124,7 @@ pub async fn run(
 
     // Agent: intake and investigations.
     let mut writer_parts = None;
+    let mut thread_pages = None;
     if role.runs_agent() {
         let mut investigator = agent_investigator(&config, role).await?;
         investigator.metrics = Some(metrics.clone());
@@ -152,6 +153,9 @@ pub async fn run(
             ready: ready.clone(),
             shutdown: shutdown.clone(),
         };
+        // The web thread takes logged-in people (the question box): it is layered with
+        // the authentication below, once the registry's login is known.
+        thread_pages = Some(web::thread::routes(state.clone()));
         router = router.merge(web::router(state));
         // GitHub webhooks: stored by the route, applied to gates by the processor.
         let hooks = Webhooks {
@@ -220,6 +224,9 @@ pub async fn run(
             Duration::from_secs(30),
             shutdown.child_token(),
         ));
+    }
+    if let Some(pages) = thread_pages {
+        router = router.merge(pages.layer(from_fn_with_state(authn.clone(), authenticate)));
     }
     if role == Role::All {
         let mut binds = vec![listeners.public.local_addr()?];

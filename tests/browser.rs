@@ -198,3 +198,101 @@ async fn log_in_see_permitted_servers_approve_and_audit() {
     stop.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// The web thread in a real browser: a person logged in (development login) watches an
+/// investigation; an alert joining its episode appears without a reload; a question
+/// asked in the page gets its answer in the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_thread_is_live_and_answers_questions() {
+    inquest::identity::install_crypto_provider();
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), &[("INQUEST_REGISTRY__PUBLIC_URL", &base)]);
+    let mesh = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(run(config, Role::All, Listeners { public, mesh: Some(mesh) }, stop.clone()));
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alert = |fingerprint: &str| {
+        json!({"version": "4", "groupKey": "{}:{alertname=\"WebThreadCheck\"}", "status": "firing",
+               "receiver": "inquest", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+               "externalURL": "http://am", "alerts": [{"status": "firing",
+               "labels": {"alertname": "WebThreadCheck", "team": "data", "instance": fingerprint},
+               "annotations": {}, "startsAt": "2026-11-27T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+               "generatorURL": "", "fingerprint": fingerprint}]})
+    };
+    let sent = http.post(format!("{base}/v1/alerts/alertmanager")).json(&alert("f1")).send().await.unwrap();
+    assert_eq!(sent.status(), 202);
+    let id = {
+        let mut found = None;
+        for _ in 0..200 {
+            let list: Value = http.get(format!("{base}/v1/investigations")).send().await.unwrap().json().await.unwrap();
+            if let Some(i) = list["investigations"].as_array().and_then(|a| a.first()) {
+                if i["state"] == "completed" {
+                    found = i["id"].as_str().map(str::to_string);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        found.expect("the investigation completes")
+    };
+
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    c.goto(&format!("{base}/auth/dev-login?next=/investigations/{id}")).await.unwrap();
+    c.find(Locator::Css("input[name=subject]")).await.unwrap().send_keys("carol").await.unwrap();
+    c.find(Locator::Css("input[name=groups]")).await.unwrap().send_keys("sre").await.unwrap();
+    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    if c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("#timeline")).await.is_err() {
+        panic!("no thread page: {}", c.source().await.unwrap_or_default());
+    }
+    let timeline = text_of(&c, "#timeline").await;
+    assert!(timeline.contains("Alert received from alertmanager"), "{timeline}");
+    assert!(timeline.contains("Completed"), "{timeline}");
+    for _ in 0..100 {
+        if text_of(&c, "#live-state").await.contains("connected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(text_of(&c, "#live-state").await, "Live: connected");
+
+    // Another alert of the same episode: it appears without a reload.
+    let sent = http.post(format!("{base}/v1/alerts/alertmanager")).json(&alert("f2")).send().await.unwrap();
+    assert_eq!(sent.status(), 202);
+    let joined = c.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css("li[data-kind='alerts.attached']"));
+    if joined.await.is_err() {
+        panic!("the new event did not appear live: {}", text_of(&c, "#timeline").await);
+    }
+    c.execute("window.notReloaded = true;", vec![]).await.unwrap();
+    assert_eq!(c.execute("return window.notReloaded === true;", vec![]).await.unwrap(), json!(true));
+
+    // A question asked in the page; its answer arrives in the page.
+    c.find(Locator::Css("#question")).await.unwrap().send_keys("what failed?").await.unwrap();
+    c.find(Locator::Css("#ask-button")).await.unwrap().click().await.unwrap();
+    let answered =
+        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("li[data-kind='question.answered']"));
+    if answered.await.is_err() {
+        panic!("no answer in the page: {}", text_of(&c, "#timeline").await);
+    }
+    let timeline = text_of(&c, "#timeline").await;
+    assert!(timeline.contains("carol asked: what failed?"), "{timeline}");
+    assert!(timeline.contains("Answer to “what failed?”"), "{timeline}");
+
+    // The list shows it, and filters.
+    c.goto(&format!("{base}/investigations?state=completed&team=data")).await.unwrap();
+    assert!(text_of(&c, "#investigations").await.contains("WebThreadCheck"));
+    c.goto(&format!("{base}/investigations?team=payroll")).await.unwrap();
+    assert!(text_of(&c, "#investigations").await.contains("No investigation matches"));
+
+    c.close().await.unwrap();
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

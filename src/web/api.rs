@@ -197,14 +197,23 @@ pub async fn events(
         Ok(None) => return ApiError::not_found("such investigation").into_response(),
         Err(e) => return ApiError::internal(e).into_response(),
     }
-    let after = headers
+    let after = resume_after(&headers, q.after);
+    let rx = app.store.subscribe();
+    let as_json = |ev: &StoredEvent| {
+        let data = serde_json::to_string(ev).unwrap_or_default();
+        Some(Event::default().id(ev.seq.to_string()).event(ev.kind.clone()).data(data))
+    };
+    Sse::new(event_stream(app, id, after, rx, as_json)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Where a stream resumes: `Last-Event-ID` when a client reconnects, else `?after=`.
+pub(crate) fn resume_after(headers: &HeaderMap, after: Option<i64>) -> i64 {
+    headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .or(q.after)
-        .unwrap_or(0);
-    let rx = app.store.subscribe();
-    Sse::new(event_stream(app, id, after, rx)).keep_alive(KeepAlive::default()).into_response()
+        .or(after)
+        .unwrap_or(0)
 }
 
 /// How often a stream looks at the store even without a local notification, so events
@@ -219,19 +228,24 @@ struct Tail {
     buffer: VecDeque<StoredEvent>,
 }
 
-fn event_stream(
+/// The investigation's log after `after`, then each new event as it is recorded, as
+/// `map` shows it (`None`: not shown, passed over).
+pub(crate) fn event_stream(
     app: AppState,
     id: String,
     after: i64,
     rx: broadcast::Receiver<String>,
+    map: impl Fn(&StoredEvent) -> Option<Event> + Send + 'static,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let tail = Tail { app, id, last: after, rx, buffer: VecDeque::new() };
-    futures::stream::unfold(tail, |mut t| async move {
+    futures::stream::unfold((tail, map), |(mut t, map)| async move {
         loop {
             if let Some(ev) = t.buffer.pop_front() {
                 t.last = ev.seq;
-                let data = serde_json::to_string(&ev).unwrap_or_default();
-                return Some((Ok(Event::default().id(ev.seq.to_string()).event(ev.kind.clone()).data(data)), t));
+                match map(&ev) {
+                    Some(event) => return Some((Ok(event), (t, map))),
+                    None => continue,
+                }
             }
             match t.app.store.events(&t.id, t.last, 500).await {
                 Ok(events) if !events.is_empty() => {

@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod listener;
 pub mod openapi;
+pub mod thread;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

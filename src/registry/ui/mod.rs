@@ -6,6 +6,8 @@
 pub mod charts;
 mod pages;
 
+pub(crate) use pages::origin_of;
+
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -34,6 +36,9 @@ fn templates() -> &'static Environment<'static> {
             ("audit.html", include_str!("templates/audit.html")),
             ("usage.html", include_str!("templates/usage.html")),
             ("login.html", include_str!("templates/login.html")),
+            ("investigations.html", include_str!("templates/investigations.html")),
+            ("investigation.html", include_str!("templates/investigation.html")),
+            ("line.html", include_str!("templates/line.html")),
         ] {
             if let Err(error) = env.add_template(name, source) {
                 tracing::error!(%error, template = name, "a built-in template does not compile");
@@ -43,8 +48,16 @@ fn templates() -> &'static Environment<'static> {
     })
 }
 
+/// Renders a piece of a page (an element sent over a live stream).
+pub(crate) fn render_fragment(name: &str, ctx: serde_json::Value) -> Result<String, minijinja::Error> {
+    let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
+    templates().get_template(name).and_then(|t| t.render(ctx)).inspect_err(|error| {
+        tracing::error!(%error, template = name, "rendering a fragment failed");
+    })
+}
+
 /// Renders a page; a template error is a 500 with the error logged, never a panic.
-fn render(name: &str, ctx: serde_json::Value) -> Response {
+pub(crate) fn render(name: &str, ctx: serde_json::Value) -> Response {
     let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
     match templates().get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => Html(html).into_response(),
@@ -95,6 +108,20 @@ mod tests {
                 json!({"nav": "usage", "viewer": "Bob", "charts": [{"title": "t", "svg": "<svg></svg>"}], "rows": []}),
             ),
             ("login.html", json!({"nav": "", "viewer": null, "oidc": "x", "dev_login": true, "next": "/"})),
+            (
+                "investigations.html",
+                json!({"nav": "investigations", "viewer": "Bob", "states": ["queued"], "q": {"state": "queued"},
+                       "rows": [{"id": "i1", "title": "t", "team": "data", "service": null, "state": "queued",
+                                 "state_class": "muted", "created_at": "c", "alerts": 1}]}),
+            ),
+            (
+                "investigation.html",
+                json!({"nav": "investigations", "viewer": "Bob", "status": "s", "last_seq": 2,
+                       "i": {"id": "i1", "title": "t", "team": "data", "state": "completed", "state_class": "ok",
+                             "created_at": "c", "alerts": 1},
+                       "lines": [{"seq": 1, "kind": "tool.called", "text": "x", "detail": "{}", "at": "t",
+                                  "approval": {"id": "a1", "url": "https://r/approvals/a1", "what": "w"}}]}),
+            ),
         ];
         for (name, ctx) in pages {
             let rendered = templates()

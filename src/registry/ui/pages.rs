@@ -425,7 +425,7 @@ async fn usage_page(
 }
 
 /// `scheme://host[:port]` of a URL, as browsers send it in `Origin`.
-fn origin_of(url: &str) -> Option<String> {
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     reqwest::Url::parse(url).ok().map(|u| u.origin().ascii_serialization())
 }
 
