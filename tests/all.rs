@@ -11,6 +11,7 @@ mod airflow;
 mod api;
 mod approvals;
 mod browser;
+mod chat;
 mod durability;
 mod evals;
 mod github;

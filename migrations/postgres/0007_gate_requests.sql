@@ -7,6 +7,6 @@
 -- `code_owners`: the changed files' CODEOWNERS owners (JSON list), asked to review.
 ALTER TABLE pr_gates ADD COLUMN diff_digest TEXT NOT NULL DEFAULT '';
 ALTER TABLE pr_gates ADD COLUMN approval_request TEXT;
-ALTER TABLE pr_gates ADD COLUMN settled_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pr_gates ADD COLUMN settled_version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE pr_gates ADD COLUMN code_owners TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX pr_gates_pending ON pr_gates (updated_at) WHERE state = 'pending';

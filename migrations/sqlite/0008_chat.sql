@@ -1,4 +1,4 @@
--- Chat threads: per medium (sink) and investigation, the thread's reference at the
+-- Chat threads (SQLite): per medium (sink) and investigation, the thread's reference at the
 -- medium and how far the investigation's log was posted there. A relay claims a row
 -- until `claimed_until` to post it; one that died leaves it to be claimed again.
 CREATE TABLE chat_threads (
