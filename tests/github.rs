@@ -1133,16 +1133,7 @@ mod registry_gate {
         // Someone pushes a commit on top of the draft's branch.
         let repo = &s.github.repo_dir;
         let branch = format!("inquest/{}/1", s.investigation);
-        let head = git(repo, &["rev-parse", &branch], &[], None).unwrap();
-        let tree = git(repo, &["rev-parse", &format!("{head}^{{tree}}")], &[], None).unwrap();
-        let env = [
-            ("GIT_AUTHOR_NAME", "Carol"),
-            ("GIT_AUTHOR_EMAIL", "carol@example.com"),
-            ("GIT_COMMITTER_NAME", "Carol"),
-            ("GIT_COMMITTER_EMAIL", "carol@example.com"),
-        ];
-        let pushed = git(repo, &["commit-tree", &tree, "-p", &head, "-m", "tweak"], &env, None).unwrap();
-        git(repo, &["update-ref", &format!("refs/heads/{branch}"), &pushed], &[], None).unwrap();
+        let pushed = s.github.push(&branch, &[("jobs/etl/extra.conf", "x = 1\n")]).await;
         let sync = json!({"action": "synchronize", "number": 1, "repository": {"full_name": "acme/etl"},
                           "pull_request": {"number": 1, "head": {"sha": pushed}}, "sender": {"login": "carol"}});
         s.store.record_delivery("p1", "pull_request", &sync.to_string(), 1).await.unwrap();
