@@ -12,6 +12,7 @@ mod api;
 mod approvals;
 mod browser;
 mod chat;
+mod chat_matrix;
 mod durability;
 mod evals;
 mod github;

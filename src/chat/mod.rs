@@ -12,6 +12,7 @@
 //! send and the record sends nothing new.
 
 pub mod ledger;
+pub mod matrix;
 pub mod relay;
 pub mod render;
 

@@ -16,3 +16,4 @@ pub mod refclients;
 pub mod served;
 pub mod server;
 pub mod spark;
+pub mod synapse;
