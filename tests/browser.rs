@@ -233,11 +233,11 @@ async fn the_web_thread_is_live_and_answers_questions() {
         let mut found = None;
         for _ in 0..200 {
             let list: Value = http.get(format!("{base}/v1/investigations")).send().await.unwrap().json().await.unwrap();
-            if let Some(i) = list["investigations"].as_array().and_then(|a| a.first()) {
-                if i["state"] == "completed" {
-                    found = i["id"].as_str().map(str::to_string);
-                    break;
-                }
+            if let Some(i) = list["investigations"].as_array().and_then(|a| a.first())
+                && i["state"] == "completed"
+            {
+                found = i["id"].as_str().map(str::to_string);
+                break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
