@@ -13,6 +13,7 @@ mod approvals;
 mod browser;
 mod chat;
 mod chat_matrix;
+mod chat_slack;
 mod durability;
 mod evals;
 mod github;

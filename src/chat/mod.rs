@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod matrix;
 pub mod relay;
 pub mod render;
+pub mod slack;
 
 use async_trait::async_trait;
 

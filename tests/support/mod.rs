@@ -15,5 +15,6 @@ pub mod process;
 pub mod refclients;
 pub mod served;
 pub mod server;
+pub mod slack;
 pub mod spark;
 pub mod synapse;
