@@ -17,6 +17,11 @@ use tracing::{info, warn};
 
 use crate::agent::approval::RegistryApprovals;
 use crate::agent::{AgentInvestigator, Limits, Redactor, RegistryDiscovery, SessionPool};
+use crate::chat::ChatSink;
+use crate::chat::ledger::Ledger;
+use crate::chat::matrix::{MatrixQuestions, MatrixSink};
+use crate::chat::relay::Relay;
+use crate::chat::slack::{self, SlackApi, SlackEvents, SlackInteractivity, SlackSink};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
 use crate::engine::Runner;
@@ -92,6 +97,8 @@ pub enum AppError {
     Playbooks(String),
     #[error("planner: {0}")]
     Planner(String),
+    #[error("chat: {0}")]
+    Chat(String),
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -181,6 +188,12 @@ pub async fn run(
             poll: Duration::from_secs(5),
         };
         background.spawn(watch.run(shutdown.child_token()));
+        // Chat threads: each configured medium follows the investigations' logs.
+        let (chat_router, chat_tasks) = chat(&config, &sql, store.clone(), clock.clone(), &shutdown).await?;
+        router = router.merge(chat_router);
+        for task in chat_tasks {
+            background.spawn(task);
+        }
         // The runner drains at the same time as the HTTP server: it stops claiming
         // as soon as shutdown begins.
         background.spawn(runner.run(shutdown.child_token()));
@@ -205,6 +218,15 @@ pub async fn run(
             clock: clock.clone(),
             policy: Arc::new(PolicyCache::default()),
         };
+        if let Some(slack) = &config.chat.slack {
+            // Slack signs its requests: outside the authentication layer.
+            let press = SlackInteractivity {
+                config: Arc::new(slack.clone()),
+                approvals: <approvals::ApprovalContext as axum::extract::FromRef<RegistryState>>::from_ref(&state),
+                api: SlackApi::new(chat_http()?, slack),
+            };
+            router = router.merge(slack::interactivity_router(press));
+        }
         let registry_routes = registry::router(state);
         mesh_router = Some(registry_routes.clone());
         // Only the registry's routes take user credentials: the intake has its own
@@ -293,6 +315,60 @@ pub async fn run(
     sql.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// An HTTP client for chat media's APIs.
+fn chat_http() -> Result<reqwest::Client, AppError> {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| AppError::Chat(e.to_string()))
+}
+
+/// The chat media configured: the routes they take requests on (Slack's events), and
+/// the tasks that post threads (the relay) and read questions (Matrix).
+async fn chat(
+    config: &Config,
+    sql: &Arc<SqlStore>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+) -> Result<(Router, Vec<Task>), AppError> {
+    let mut router = Router::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut sinks: Vec<Arc<dyn ChatSink>> = Vec::new();
+    if let Some(cfg) = &config.chat.slack {
+        let api = SlackApi::new(chat_http()?, cfg);
+        sinks.push(Arc::new(SlackSink::new(api.clone(), cfg)));
+        let events =
+            SlackEvents::new(Arc::new(cfg.clone()), store.clone(), Ledger::new(sql.clone()), api, clock.clone());
+        router = router.merge(slack::events_router(events));
+        info!(channels = cfg.channels.len(), "Slack threads on");
+    }
+    if let Some(cfg) = &config.chat.matrix {
+        let sink = Arc::new(MatrixSink::new(cfg).map_err(|e| AppError::Chat(e.to_string()))?);
+        // Not fatal: the homeserver may come up later; the relay retries its posts.
+        if let Err(e) = sink.check().await {
+            warn!(error = %e, "the Matrix account could not be checked");
+        }
+        if let Err(e) = sink.join_rooms().await {
+            warn!(error = %e, "joining the Matrix rooms failed");
+        }
+        sinks.push(sink.clone());
+        let questions = MatrixQuestions::new(sink, Ledger::new(sql.clone()), store.clone(), clock.clone());
+        tasks.push(Box::pin(questions.run(shutdown.child_token())));
+        info!(rooms = cfg.rooms.len(), "Matrix threads on");
+    }
+    if !sinks.is_empty() {
+        let relay = Relay {
+            sinks,
+            ledger: Ledger::new(sql.clone()),
+            store,
+            clock,
+            worker: config.engine.worker_id.clone(),
+            web_base: config.registry.public_url.clone(),
+            poll: Duration::from_secs(2),
+        };
+        tasks.push(Box::pin(relay.run(shutdown.child_token())));
+    }
+    Ok((router, tasks))
 }
 
 /// The registry's approval service for pull-request gates, called with the agent's

@@ -11,9 +11,9 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AgentConfig, BearerAuth, Config, EngineConfig, EpisodeConfig, GithubConfig, GrafanaAuth, IdentityConfig,
-    IntakeConfig, LlmConfig, LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price, PullRequestApprovers,
-    RegistryConfig, StoreConfig, SvidConfig, TlsConfig,
+    AgentConfig, BearerAuth, ChatConfig, Config, EngineConfig, EpisodeConfig, GithubConfig, GrafanaAuth,
+    IdentityConfig, IntakeConfig, LlmConfig, LogConfig, LogFormat, OidcConfig, OnResolved, PagerDutyAuth, Price,
+    PullRequestApprovers, RegistryConfig, StoreConfig, SvidConfig, TlsConfig,
 };
 
 /// Values given as command-line flags; they win over file and environment.
@@ -121,6 +121,8 @@ const KNOWN_KEYS: &[&str] = &[
     "registry.approval_ttl",
     "registry.probe_interval",
     "registry.pull_request_approvers",
+    "chat.slack.",
+    "chat.matrix.",
     "servers.",
     "agent.playbooks",
     "agent.prompts",
@@ -302,10 +304,12 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
 
     let (agent, llm) = agent(&mut r);
     let github = github(&mut r);
+    let chat = chat(&mut r);
     let cfg = Config {
         agent,
         llm,
         github,
+        chat,
         listen,
         mesh_listen,
         data_dir,
@@ -321,6 +325,20 @@ fn from_raw(raw: &config::Config) -> Result<Config, ConfigErrors> {
     };
     r.check_exposure(&cfg);
     if r.errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(r.errors)) }
+}
+
+/// `[chat.slack]` and `[chat.matrix]`, each checked as a whole (every problem named).
+fn chat(r: &mut Reader<'_>) -> ChatConfig {
+    let slack: Option<crate::chat::slack::SlackConfig> = r.opt("chat.slack");
+    let matrix: Option<crate::chat::matrix::MatrixConfig> = r.opt("chat.matrix");
+    let problems = slack.iter().flat_map(|s| s.problems()).chain(matrix.iter().flat_map(|m| m.problems()));
+    for problem in problems.collect::<Vec<_>>() {
+        match problem.split_once(": ") {
+            Some((key, message)) if key.starts_with("chat.") => r.error(key, message),
+            _ => r.error("chat", problem),
+        }
+    }
+    ChatConfig { slack, matrix }
 }
 
 /// Who approves drafted pull requests; without rules, the administrators, for every

@@ -45,6 +45,15 @@ pub struct Config {
     pub llm: Option<LlmConfig>,
     /// `[github]`: webhooks and the approval gates of drafted pull requests.
     pub github: GithubConfig,
+    /// `[chat.*]`: the chat threads investigations are posted to.
+    pub chat: ChatConfig,
+}
+
+/// Chat media; each absent one is not posted to (the web thread always exists).
+#[derive(Debug, Clone, Default)]
+pub struct ChatConfig {
+    pub slack: Option<crate::chat::slack::SlackConfig>,
+    pub matrix: Option<crate::chat::matrix::MatrixConfig>,
 }
 
 /// GitHub: who signs webhooks, who the app is, who may approve by review.
@@ -363,6 +372,13 @@ impl Config {
             "registry": self.registry,
             "servers": self.servers,
             "agent": self.agent,
+            "chat": {
+                "slack": self.chat.slack.as_ref().map(|s| s.redacted()),
+                "matrix": self.chat.matrix.as_ref().map(|m| serde_json::json!({
+                    "homeserver": m.homeserver, "access_token": "***", "user_id": m.user_id,
+                    "rooms": m.rooms, "default_room": m.default_room,
+                })),
+            },
             "github": {
                 "webhook_secrets": secrets(&self.github.webhook_secrets),
                 "app_login": self.github.app_login,
