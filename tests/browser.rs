@@ -16,14 +16,14 @@ use crate::support::oidc::{CLIENT_ID, CLIENT_SECRET, OidcProvider, RESOURCE};
 use crate::support::server::config_with;
 
 /// chromedriver on a free port, killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: tokio::process::Child,
     url: String,
     _profile: tempfile::TempDir,
 }
 
 impl Driver {
-    async fn start() -> Driver {
+    pub(crate) async fn start() -> Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -42,7 +42,7 @@ impl Driver {
         Driver { child, url, _profile: tempfile::tempdir().unwrap() }
     }
 
-    async fn browser(&self) -> Client {
+    pub(crate) async fn browser(&self) -> Client {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),

@@ -607,18 +607,7 @@ mod end_to_end {
     use serde_json::json;
 
     use crate::support::github::GithubServer;
-    use crate::support::mcp::{ECHO_PLAYBOOK, FakeMcp, echo_investigation};
-
-    /// The echo playbook with a fix: pin the echoed word in the word's config file.
-    pub(super) const REMEDIATION: &str = r#"remediations:
-  - id: pin_word
-    when: [word]
-    title: "Pin the word of {{ labels.word }}"
-    files:
-      - path: "conf/{{ labels.word }}.conf"
-        find: 'word = \w+'
-        replace: "word = {{ findings.word.category }}"
-"#;
+    use crate::support::mcp::{ECHO_PLAYBOOK, ECHO_REMEDIATION, FakeMcp, echo_investigation};
 
     #[tokio::test]
     async fn an_investigation_drafts_its_fix_and_an_approving_review_makes_it_ready() {
@@ -647,7 +636,7 @@ mod end_to_end {
         });
         let target = Target { name: "fake".into(), url: mcp.url.clone(), http: reqwest::Client::new(), trusted: true };
         let investigator = AgentInvestigator {
-            playbooks: vec![playbook::parse("echo.yaml", &format!("{ECHO_PLAYBOOK}{REMEDIATION}")).unwrap()],
+            playbooks: vec![playbook::parse("echo.yaml", &format!("{ECHO_PLAYBOOK}{ECHO_REMEDIATION}")).unwrap()],
             discovery: Arc::new(FixedDiscovery(vec![target])),
             sessions: Arc::new(SessionPool::new(Limits::default())),
             planner: None,
@@ -1309,7 +1298,7 @@ mod registry_gate {
         use inquest::engine::{Investigator, WorkContext};
         use inquest::playbook;
 
-        use crate::support::mcp::{ECHO_PLAYBOOK, FakeMcp};
+        use crate::support::mcp::{ECHO_PLAYBOOK, ECHO_REMEDIATION, FakeMcp};
 
         let mcp = FakeMcp::start(&["echo"]).await;
         let s = setup().await;
@@ -1317,9 +1306,7 @@ mod registry_gate {
         s.github.push("main", &[("conf/orders.conf", "word = loud\n")]).await;
         let target = Target { name: "fake".into(), url: mcp.url.clone(), http: reqwest::Client::new(), trusted: true };
         let investigator = AgentInvestigator {
-            playbooks: vec![
-                playbook::parse("echo.yaml", &format!("{ECHO_PLAYBOOK}{}", super::end_to_end::REMEDIATION)).unwrap(),
-            ],
+            playbooks: vec![playbook::parse("echo.yaml", &format!("{ECHO_PLAYBOOK}{}", ECHO_REMEDIATION)).unwrap()],
             discovery: Arc::new(FixedDiscovery(vec![target])),
             sessions: Arc::new(SessionPool::new(Limits::default())),
             planner: None,

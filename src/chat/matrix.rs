@@ -41,6 +41,9 @@ use crate::store::{Asked, Store, StoreError};
 /// The ledger's name for Matrix threads.
 pub const SINK_NAME: &str = "matrix";
 
+/// The content field naming the post's key (`<investigation>/<seq>`).
+pub const POST_KEY: &str = "dev.inquest.post";
+
 /// The bot's account data where [`MatrixQuestions`] keeps how far it read.
 const CURSOR_TYPE: &str = "dev.inquest.questions";
 /// One request's timeout (a `/sync` gets its wait on top).
@@ -775,6 +778,8 @@ fn post_content_within(root: &str, thread: &Thread, post: &Post, text_chars: usi
     let kind = if post.approval.is_some() { "m.text" } else { "m.notice" };
     let mut content = message(kind, body, html);
     content["m.relates_to"] = in_thread(root, root, true);
+    // Which event of the investigation's log this tells (clients ignore unknown keys).
+    content[POST_KEY] = json!(post.key);
     content
 }
 

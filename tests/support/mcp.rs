@@ -119,6 +119,17 @@ findings:
   - {id: word, step: say, regex: 'echo .*"(?P<word>\w+)"', category: echoed, summary: "the server echoed {{ match.word }}"}
 "#;
 
+/// The echo playbook's fix: pin the echoed word in the word's config file.
+pub const ECHO_REMEDIATION: &str = r#"remediations:
+  - id: pin_word
+    when: [word]
+    title: "Pin the word of {{ labels.word }}"
+    files:
+      - path: "conf/{{ labels.word }}.conf"
+        find: 'word = \w+'
+        replace: "word = {{ findings.word.category }}"
+"#;
+
 /// The investigation an `EchoFailed` alert with label `word` opens in `store`.
 pub async fn echo_investigation(store: &inquest::store::SqlStore, word: &str) -> inquest::store::InvestigationSummary {
     use inquest::intake::{self, Source};
