@@ -906,18 +906,7 @@ fn is_room_id(room: &str) -> bool {
 }
 
 fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
+    crate::identity::oidc::escape_html(text)
 }
 
 /// `text` as HTML, its `http(s)://` URLs as links, its line breaks kept.
@@ -1033,6 +1022,7 @@ mod tests {
                     "is_falling_back": true,
                     "m.in_reply_to": {"event_id": "$root"},
                 },
+                "dev.inquest.post": "inv1/4",
             })
         );
 

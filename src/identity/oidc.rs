@@ -395,7 +395,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
-fn escape_html(s: &str) -> String {
+/// Text for HTML, attribute values included (`&`, `<`, `>`, quotes); the one escaper
+/// of the hand-built pages and messages (templates escape by themselves).
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -58,7 +58,7 @@ fn fmt(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    crate::identity::oidc::escape_html(s)
 }
 
 #[cfg(test)]
