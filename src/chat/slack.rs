@@ -12,17 +12,15 @@
 //! - [`interactivity`]: `POST /v1/chat/slack/interactivity`, where a button press
 //!   becomes a person's decision at the registry's approval service;
 //! - [`events`]: `POST /v1/chat/slack/events`, where a mention in a thread becomes a
-//!   follow-up question.
+//!   follow-up question;
+//! - [`socket`]: Socket Mode, the same events and presses over a websocket this process
+//!   opens, for deployments without a public URL ([`SlackConfig::socket_mode`]).
 //!
 //! Slack has no idempotency key. Every post carries message metadata naming its key
 //! (`inquest_post`, `{key}`), and every root names its investigation (`inquest_thread`,
 //! `{investigation}`); before writing, the sink reads what is already there and adopts a
 //! message carrying the key instead of sending it again. That is what makes a restart,
 //! or a lost answer, post nothing twice.
-//!
-//! Not here: Socket Mode (a websocket to Slack for deployments without a public URL).
-//! [`SlackConfig::socket_mode`] is accepted so that a configuration can say so, and
-//! [`SlackConfig::problems`] refuses it until a client exists.
 
 pub mod api;
 pub mod blocks;
@@ -30,10 +28,11 @@ pub mod events;
 pub mod interactivity;
 pub mod signature;
 pub mod sink;
+pub mod socket;
 
 use std::collections::BTreeMap;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -42,6 +41,7 @@ pub use events::{SlackEvents, events_router};
 pub use interactivity::{SlackInteractivity, interactivity_router};
 pub use signature::{SignatureError, verify_signature};
 pub use sink::SlackSink;
+pub use socket::SocketMode;
 
 use crate::identity::Principal;
 
@@ -73,11 +73,12 @@ pub struct SlackConfig {
     /// as their web login).
     #[serde(default)]
     pub users: BTreeMap<String, SlackUser>,
-    /// Receive interactivity and events over Socket Mode instead of HTTP. Not
-    /// implemented yet: a configuration asking for it is refused.
+    /// Receive interactivity and events over Socket Mode (a websocket this process
+    /// opens to Slack) instead of at the HTTP endpoints; needs [`Self::app_token`].
     #[serde(default)]
     pub socket_mode: bool,
-    /// The app-level token (`xapp-...`) Socket Mode connects with.
+    /// The app-level token (`xapp-...`, scope `connections:write`) Socket Mode connects
+    /// with.
     #[serde(default)]
     pub app_token: Option<SecretString>,
 }
@@ -138,15 +139,16 @@ impl SlackConfig {
                 out.push(format!("chat.slack.users.{id}.subject: empty"));
             }
         }
-        if self.socket_mode {
-            out.push(
-                "chat.slack.socket_mode: Socket Mode is not implemented yet; serve the HTTP endpoints \
-                 (/v1/chat/slack/interactivity, /v1/chat/slack/events) instead"
+        match &self.app_token {
+            None if self.socket_mode => out.push(
+                "chat.slack.app_token: socket_mode needs the app-level token (xapp-..., scope connections:write)"
                     .to_string(),
-            );
-        }
-        if self.app_token.is_some() && !self.socket_mode {
-            out.push("chat.slack.app_token: only used with socket_mode".to_string());
+            ),
+            Some(_) if !self.socket_mode => out.push("chat.slack.app_token: only used with socket_mode".to_string()),
+            Some(token) if !token.expose_secret().starts_with("xapp-") => {
+                out.push("chat.slack.app_token: not an app-level token (xapp-...)".to_string());
+            }
+            _ => {}
         }
         out
     }
@@ -243,12 +245,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_socket_mode_are_refused() {
+    fn unknown_fields_are_refused_and_socket_mode_needs_an_app_token() {
         let unknown =
             serde_json::from_value::<SlackConfig>(json!({"bot_token": "x", "signing_secret": "s", "channel": "C1"}));
         assert!(unknown.unwrap_err().to_string().contains("unknown field `channel`"));
         let c = config(json!({"bot_token": "x", "signing_secret": "s", "socket_mode": true, "app_token": "xapp-1"}));
+        assert_eq!(c.problems(), Vec::<String>::new());
+        assert!(!c.redacted().to_string().contains("xapp-1"));
+        let c = config(json!({"bot_token": "x", "signing_secret": "s", "socket_mode": true}));
         assert_eq!(c.problems().len(), 1);
-        assert!(c.problems()[0].contains("not implemented"));
+        assert!(c.problems()[0].starts_with("chat.slack.app_token: socket_mode needs"), "{:?}", c.problems());
+        let c = config(json!({"bot_token": "x", "signing_secret": "s", "socket_mode": true, "app_token": "xoxb-1"}));
+        assert_eq!(c.problems(), ["chat.slack.app_token: not an app-level token (xapp-...)"]);
+        let c = config(json!({"bot_token": "x", "signing_secret": "s", "app_token": "xapp-1"}));
+        assert_eq!(c.problems(), ["chat.slack.app_token: only used with socket_mode"]);
     }
 }
