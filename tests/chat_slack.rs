@@ -1,7 +1,7 @@
 //! Slack: investigations' threads through the relay, approvals pressed as buttons, and
 //! questions asked by mentioning the app, all against the Slack Web API test server
 //! (`support/slack.rs`), which checks every request against Slack's documented
-//! arguments.
+//! arguments, and plays Slack's side of Socket Mode.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use chrono::Utc;
 use inquest::chat::ledger::Ledger;
 use inquest::chat::relay::Relay;
 use inquest::chat::slack::{
-    SINK_NAME, SlackApi, SlackConfig, SlackEvents, SlackInteractivity, SlackSink, events_router, interactivity_router,
+    SINK_NAME, SlackApi, SlackConfig, SlackEvents, SlackInteractivity, SlackSink, SocketMode, events_router,
+    interactivity_router,
 };
 use inquest::chat::{ChatError, ChatSink, Post, Thread, render};
 use inquest::clock::{Clock, SystemClock};
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::slack::{
-    self, BOT_TOKEN, BOT_USER, Message, SIGNING_SECRET, SlackServer, send_event, send_interaction,
+    self, APP_TOKEN, BOT_TOKEN, BOT_USER, Message, SIGNING_SECRET, SlackServer, send_event, send_interaction,
 };
 
 const DATA: &str = "C0DATA";
@@ -637,6 +638,14 @@ async fn the_test_server_refuses_what_slack_refuses() {
                 .json(&json!({"channel": DATA, "ts": "1", "text": "x"})),
             "invalid_arguments",
         ),
+        // Socket Mode's method takes the app-level token only, and the others never it.
+        (http.post(call("apps.connections.open")).header("authorization", &bearer), "not_allowed_token_type"),
+        (
+            http.post(call("chat.postMessage"))
+                .header("authorization", format!("Bearer {APP_TOKEN}"))
+                .json(&json!({"channel": DATA, "text": "x"})),
+            "not_allowed_token_type",
+        ),
     ];
     for (request, error) in cases {
         let answer = ask(request).await;
@@ -644,5 +653,218 @@ async fn the_test_server_refuses_what_slack_refuses() {
     }
     let ok = ask(http.post(call("auth.test")).form(&[("token", BOT_TOKEN)])).await;
     assert_eq!((ok["ok"].clone(), ok["user_id"].clone()), (json!(true), json!(BOT_USER)));
-    assert_eq!(rig.slack.take_violations().len(), 5, "a client's mistakes are kept as violations");
+    let opened =
+        ask(http.post(call("apps.connections.open")).header("authorization", format!("Bearer {APP_TOKEN}"))).await;
+    assert!(opened["url"].as_str().unwrap().starts_with("ws://127.0.0.1:"), "{opened}");
+    assert_eq!(rig.slack.take_violations().len(), 7, "a client's mistakes are kept as violations");
+}
+
+// ---- Socket Mode ----
+
+impl Rig {
+    /// The configuration, with Socket Mode on.
+    fn socket_config(&self) -> Arc<SlackConfig> {
+        let mut config = (*self.config).clone();
+        config.socket_mode = true;
+        config.app_token = Some(APP_TOKEN.to_string().into());
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        Arc::new(config)
+    }
+
+    fn events(&self, config: &Arc<SlackConfig>) -> SlackEvents {
+        SlackEvents::new(
+            config.clone(),
+            self.sql.clone(),
+            Ledger::new(self.sql.clone()),
+            self.api(),
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// The investigation's questions, in order.
+    async fn questions(&self, id: &str) -> Vec<Value> {
+        let log = self.sql.events(id, 0, 1000).await.unwrap();
+        log.into_iter().filter(|e| e.kind == "question.asked").map(|e| e.data).collect()
+    }
+
+    /// An investigation of `data` with its thread in Slack; its id and its root's ts.
+    async fn threaded_investigation(&self, word: &str, events: &[EventBody]) -> (String, String) {
+        let id = investigation(&self.sql, "data", word).await;
+        if !events.is_empty() {
+            work(&self.sql, &id, events, None).await;
+        }
+        let sink = self.sink();
+        self.relay(sink.clone()).round(&*sink).await.unwrap();
+        let (_, root) = self.thread_of(&id).await;
+        (id, root)
+    }
+}
+
+/// A Socket Mode client, running until the token is cancelled.
+fn socket_mode(client: SocketMode) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let running =
+        tokio::spawn(client.with_backoff(Duration::from_millis(10), Duration::from_millis(200)).run(stop.clone()));
+    (stop, running)
+}
+
+async fn stopped(stop: CancellationToken, running: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("the client stops").unwrap();
+}
+
+/// Waits until the async `check` holds.
+async fn until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn acked(slack: &SlackServer, envelope_id: &str) -> bool {
+    slack.acks().iter().any(|a| a.envelope_id == envelope_id)
+}
+
+#[tokio::test]
+async fn over_socket_mode_a_mention_in_a_thread_is_acknowledged_at_once_and_asked() {
+    let rig = rig().await;
+    let config = rig.socket_config();
+    let (id, root) = rig.threaded_investigation("OrdersLate", &[]).await;
+    let client = SocketMode::new(reqwest::Client::new(), rig.events(&config), None).unwrap();
+    let (stop, running) = socket_mode(client);
+    rig.slack.wait_for_links(1).await;
+    assert_eq!(rig.slack.calls("apps.connections.open").len(), 1);
+
+    let mention = rig.slack.mention("Ev01", "U0ALICE", DATA, &root, "why is the orders job late?");
+    let envelope = rig.slack.push_event(&mention);
+    until("the question", || async { rig.questions(&id).await.len() == 1 }).await;
+    assert_eq!(rig.questions(&id).await, [json!({"question": "why is the orders job late?", "asked_by": "Alice"})]);
+    let acks = rig.slack.acks();
+    assert_eq!(acks.len(), 1);
+    assert_eq!((acks[0].envelope_id.as_str(), acks[0].link, &acks[0].payload), (envelope.as_str(), 0, &None));
+    assert!(acks[0].after < Duration::from_secs(1), "acknowledged at once: {:?}", acks[0].after);
+
+    // Slack delivering the event again (as it does when an ack is lost) asks nothing.
+    let again = rig.slack.push_event(&mention);
+    eventually("the second ack", || acked(&rig.slack, &again)).await;
+    // A slash command, and a mention outside any investigation, are acknowledged and
+    // change nothing.
+    let command = json!({"command": "/inquest", "text": "status", "user_id": "U0ALICE", "channel_id": DATA,
+                         "team_id": "T0INQUEST", "response_url": "https://hooks.slack.com/commands/1/2/3",
+                         "trigger_id": "1.2.3"});
+    let slash = rig.slack.push("slash_commands", command, true);
+    let elsewhere = rig.slack.post_as("U0CAROL", DATA, None, "unrelated");
+    let stray = rig.slack.push_event(&rig.slack.mention("Ev02", "U0CAROL", DATA, &elsewhere, "hello?"));
+    eventually("every ack", || acked(&rig.slack, &slash) && acked(&rig.slack, &stray)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rig.questions(&id).await.len(), 1);
+    eventually("the answer to Slack's ping", || rig.slack.pongs() >= 1).await;
+
+    // Stopped, the client closes its connection itself.
+    stopped(stop, running).await;
+    assert!(rig.slack.closed_by_client(0));
+    eventually("the connection to close", || rig.slack.open_links() == 0).await;
+    rig.slack.assert_conforms();
+}
+
+#[tokio::test]
+async fn over_socket_mode_a_button_press_is_the_mapped_persons_decision() {
+    let rig = rig().await;
+    let config = rig.socket_config();
+    let ctx = approval_context(&rig.sql);
+    let first = request_approval(&ctx, "airflow", "clear_task", 1).await;
+    let second = request_approval(&ctx, "airflow", "clear_task", 2).await;
+    let asked: Vec<EventBody> = [&first, &second]
+        .iter()
+        .map(|a| {
+            EventBody::new(
+                "approval.requested",
+                json!({"approval_id": a, "url": format!("https://registry.example/approvals/{a}"),
+                       "tool": "airflow__clear_task", "call_id": "c9"}),
+            )
+        })
+        .collect();
+    let (_, root) = rig.threaded_investigation("OrdersLate", &asked).await;
+    let card = |approval: &str| {
+        rig.slack
+            .replies(DATA, &root)
+            .into_iter()
+            .find(|m| m.blocks.iter().any(|b| b["elements"][0]["value"] == approval))
+            .unwrap_or_else(|| panic!("no card for {approval}"))
+    };
+    let first_card = card(&first);
+    assert!(first_card.has_buttons());
+
+    let presses = SlackInteractivity { config: config.clone(), approvals: ctx.clone(), api: rig.api() };
+    let client = SocketMode::new(reqwest::Client::new(), rig.events(&config), Some(presses)).unwrap();
+    let (stop, running) = socket_mode(client);
+    rig.slack.wait_for_links(1).await;
+
+    let press = rig.slack.block_actions("U0ALICE", DATA, &first_card.ts, "inquest_approve");
+    let envelope = rig.slack.push_interaction(&press);
+    eventually("the card to change", || rig.slack.message(DATA, &first_card.ts).unwrap().edits == 1).await;
+    assert!(acked(&rig.slack, &envelope));
+    assert_eq!(state_of(&ctx, &first).await, ApprovalState::Approved);
+    let after = rig.slack.message(DATA, &first_card.ts).unwrap();
+    assert!(!after.has_buttons(), "the buttons are gone");
+    assert!(after.shown().ends_with("✅ Approved by Alice"), "{}", after.shown());
+    assert_eq!(after.keys(), first_card.keys(), "the card keeps its key");
+    stopped(stop, running).await;
+
+    // A process without the registry decides nothing; the person is told so, alone.
+    let client = SocketMode::new(reqwest::Client::new(), rig.events(&config), None).unwrap();
+    let (stop, running) = socket_mode(client);
+    rig.slack.wait_for_links(2).await;
+    let second_card = card(&second);
+    let envelope =
+        rig.slack.push_interaction(&rig.slack.block_actions("U0BOB", DATA, &second_card.ts, "inquest_approve"));
+    eventually("the person to be told", || rig.slack.ephemerals().len() == 1).await;
+    assert!(acked(&rig.slack, &envelope));
+    let told = &rig.slack.ephemerals()[0];
+    assert!(told.user == "U0BOB" && told.text.contains("decided nothing"), "{told:?}");
+    assert_eq!(state_of(&ctx, &second).await, ApprovalState::Pending);
+    assert_eq!(rig.slack.message(DATA, &second_card.ts).unwrap(), second_card, "the card is unchanged");
+    stopped(stop, running).await;
+    rig.slack.assert_conforms();
+}
+
+#[tokio::test]
+async fn a_disconnect_makes_the_client_connect_again_before_it_lets_the_old_connection_go() {
+    let rig = rig().await;
+    let config = rig.socket_config();
+    let (id, root) = rig.threaded_investigation("OrdersLate", &[]).await;
+    // The first attempt is refused (rate limited); the client tries again.
+    rig.slack.ratelimit_once("apps.connections.open");
+    let client = SocketMode::new(reqwest::Client::new(), rig.events(&config), None).unwrap();
+    let (stop, running) = socket_mode(client);
+    rig.slack.wait_for_links(1).await;
+    let opened: Vec<Option<String>> = rig.slack.calls("apps.connections.open").into_iter().map(|c| c.error).collect();
+    assert_eq!(opened, [Some("ratelimited".to_string()), None]);
+
+    let first = rig.slack.push_event(&rig.slack.mention("Ev01", "U0ALICE", DATA, &root, "first?"));
+    until("the first question", || async { rig.questions(&id).await.len() == 1 }).await;
+
+    // Slack refreshes the connection: a fresh URL, a second connection, and only then
+    // is the first closed, by the client, before Slack would have dropped it.
+    rig.slack.disconnect("refresh_requested");
+    rig.slack.wait_for_links(2).await;
+    eventually("the first connection to close", || rig.slack.open_links() == 1).await;
+    assert_eq!(rig.slack.open_when_made(1), 1, "the new connection was made while the old was open");
+    assert!(rig.slack.closed_by_client(0), "the client closed the old connection itself");
+    assert_eq!(rig.slack.calls("apps.connections.open").len(), 3);
+
+    // And goes on over the new one.
+    let second = rig.slack.push_event(&rig.slack.mention("Ev02", "U0ALICE", DATA, &root, "second?"));
+    until("the second question", || async { rig.questions(&id).await.len() == 2 }).await;
+    let links: Vec<(String, usize)> = rig.slack.acks().into_iter().map(|a| (a.envelope_id, a.link)).collect();
+    assert_eq!(links, [(first, 0), (second, 1)]);
+    stopped(stop, running).await;
+    rig.slack.assert_conforms();
 }

@@ -24,21 +24,35 @@
 //! after the write, as if the connection broke). [`block_actions`] and
 //! [`SlackServer::mention`] build what Slack sends when a person presses a button or
 //! mentions the app; [`send_interaction`] and [`send_event`] sign and send them.
+//!
+//! Socket Mode: `apps.connections.open` (with the app-level token [`APP_TOKEN`] only;
+//! the bot token is `not_allowed_token_type` there, as the app token is everywhere
+//! else) hands out a single-use `ws://<server>/link/?ticket=...`. A connection to it is
+//! greeted with `hello` and a ping; [`SlackServer::push`] (and [`SlackServer::push_event`],
+//! [`SlackServer::push_interaction`]) send envelopes to the newest open connection, and
+//! what comes back is checked as an acknowledgement: JSON naming an envelope sent on
+//! that connection, within Slack's three seconds, a `payload` only where the envelope
+//! accepts one. [`SlackServer::disconnect`] sends `disconnect` and closes the
+//! connection two seconds later, as Slack refreshes a connection.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub const BOT_TOKEN: &str = "xoxb-0000-inquest-test";
+/// The app-level token Socket Mode connects with.
+pub const APP_TOKEN: &str = "xapp-1-A0INQUEST-0000-inquest-test";
 pub const SIGNING_SECRET: &str = "0123456789abcdef0123456789abcdef";
 pub const TEAM_ID: &str = "T0INQUEST";
 pub const APP_ID: &str = "A0INQUEST";
@@ -129,6 +143,51 @@ struct World {
     violations: Vec<String>,
     ratelimit: HashMap<String, usize>,
     lose: HashMap<String, usize>,
+    socket: Socket,
+    stop: CancellationToken,
+}
+
+/// Slack's side of Socket Mode.
+#[derive(Default)]
+struct Socket {
+    /// `ws://<address>`, where connections are made.
+    base: String,
+    /// Tickets handed out -> whether a connection used it.
+    tickets: HashMap<String, bool>,
+    links: Vec<Link>,
+    /// Envelope id -> the connection it was sent on, when, and whether it accepts a
+    /// response payload.
+    sent: HashMap<String, (usize, Instant, bool)>,
+    acks: Vec<Ack>,
+    pongs: usize,
+    envelopes: u64,
+}
+
+/// A Socket Mode connection, as the server keeps it.
+struct Link {
+    out: mpsc::UnboundedSender<Out>,
+    open: bool,
+    /// The client sent the close frame.
+    closed_by_client: bool,
+    /// Connections open when this one was made.
+    others_open: usize,
+}
+
+/// What the server sends on a connection.
+enum Out {
+    Text(String),
+    Close,
+}
+
+/// An envelope acknowledged.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub envelope_id: String,
+    /// The connection (0 the first).
+    pub link: usize,
+    /// How long after the envelope was sent.
+    pub after: Duration,
+    pub payload: Option<Value>,
 }
 
 impl World {
@@ -169,10 +228,16 @@ impl SlackServer {
                 w.channels.insert(c.to_string(), true);
             }
         }
-        let app = Router::new().route("/api/{method}", any(method)).with_state(world.clone());
+        let app =
+            Router::new().route("/api/{method}", any(method)).route("/link/", get(link)).with_state(world.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}/api", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
+        {
+            let mut w = world.lock().unwrap();
+            w.socket.base = format!("ws://{}", listener.local_addr().unwrap());
+            w.stop = stop.clone();
+        }
         let token = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
@@ -279,6 +344,89 @@ impl SlackServer {
         })
     }
 
+    /// Socket Mode connections made so far (each greeted with `hello`).
+    pub fn links(&self) -> usize {
+        self.world().socket.links.len()
+    }
+
+    /// Socket Mode connections open now.
+    pub fn open_links(&self) -> usize {
+        self.world().socket.links.iter().filter(|l| l.open).count()
+    }
+
+    /// Whether the client closed the connection `link` (0 the first) itself.
+    pub fn closed_by_client(&self, link: usize) -> bool {
+        self.world().socket.links.get(link).is_some_and(|l| l.closed_by_client)
+    }
+
+    /// How many other connections were open when the connection `link` was made.
+    pub fn open_when_made(&self, link: usize) -> usize {
+        self.world().socket.links[link].others_open
+    }
+
+    /// Waits until `n` Socket Mode connections were made.
+    pub async fn wait_for_links(&self, n: usize) {
+        for _ in 0..500 {
+            if self.links() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for Socket Mode connection {n} (made: {})", self.links());
+    }
+
+    /// The acknowledgements received, in order.
+    pub fn acks(&self) -> Vec<Ack> {
+        self.world().socket.acks.clone()
+    }
+
+    /// Pongs received (each connection is pinged once, as it opens).
+    pub fn pongs(&self) -> usize {
+        self.world().socket.pongs
+    }
+
+    /// Sends an envelope of `kind` carrying `payload` on the newest open Socket Mode
+    /// connection; its `envelope_id`.
+    pub fn push(&self, kind: &str, payload: Value, accepts_response_payload: bool) -> String {
+        let mut w = self.world();
+        let link = w.socket.links.iter().rposition(|l| l.open).expect("no open Socket Mode connection");
+        w.socket.envelopes += 1;
+        let id = format!("{:08x}-7c1e-4bd5-9a7e-{:012x}", 0x5eed_0000 + w.socket.envelopes, w.socket.envelopes);
+        let frame = json!({
+            "envelope_id": id, "type": kind, "payload": payload,
+            "accepts_response_payload": accepts_response_payload, "retry_attempt": 0, "retry_reason": "",
+        });
+        w.socket.sent.insert(id.clone(), (link, Instant::now(), accepts_response_payload));
+        let _ = w.socket.links[link].out.send(Out::Text(frame.to_string()));
+        id
+    }
+
+    /// An Events API envelope (an `event_callback`, as [`SlackServer::mention`] builds)
+    /// over Socket Mode.
+    pub fn push_event(&self, callback: &Value) -> String {
+        self.push("events_api", callback.clone(), false)
+    }
+
+    /// An interaction payload (as [`SlackServer::block_actions`] builds) over Socket
+    /// Mode; `block_actions` accept no response payload.
+    pub fn push_interaction(&self, payload: &Value) -> String {
+        self.push("interactive", payload.clone(), payload["type"] != "block_actions")
+    }
+
+    /// Slack refreshes the newest open connection: `disconnect` with `reason`, and the
+    /// connection closed two seconds later unless the client closed it first.
+    pub fn disconnect(&self, reason: &str) {
+        let w = self.world();
+        let link = w.socket.links.iter().rposition(|l| l.open).expect("no open Socket Mode connection");
+        let out = w.socket.links[link].out.clone();
+        let frame = json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-test"}});
+        let _ = out.send(Out::Text(frame.to_string()));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = out.send(Out::Close);
+        });
+    }
+
     /// What Slack sends when `user` presses the button `action_id` of the message `ts`:
     /// a `block_actions` payload carrying the message as it is now.
     pub fn block_actions(&self, user: &str, channel: &str, ts: &str, action_id: &str) -> Value {
@@ -374,6 +522,7 @@ fn arguments(method: &str) -> Option<&'static [(&'static str, Kind, bool)]> {
     use Kind::*;
     Some(match method {
         "auth.test" => &[],
+        "apps.connections.open" => &[],
         "chat.postMessage" => &[
             ("channel", Str, true),
             ("text", Str, false),
@@ -471,7 +620,7 @@ async fn method(
     let channel_hint = std::cell::RefCell::new(None::<String>);
     let result = (|| -> Result<(Value, bool), Refusal> {
         let (args, json_body) = parse_args(&headers, query.as_deref(), &body)?;
-        check_token(&headers, &args, json_body)?;
+        check_token(&method, &headers, &args, json_body)?;
         let spec = arguments(&method).ok_or_else(|| {
             let mut r = refuse("unknown_method", format!("{method}: not a method this server knows"));
             r.status = StatusCode::NOT_FOUND;
@@ -584,7 +733,7 @@ fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn check_token(headers: &HeaderMap, args: &Args, json_body: bool) -> Result<(), Refusal> {
+fn check_token(method: &str, headers: &HeaderMap, args: &Args, json_body: bool) -> Result<(), Refusal> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -592,9 +741,16 @@ fn check_token(headers: &HeaderMap, args: &Args, json_body: bool) -> Result<(), 
         .map(str::to_string);
     // A JSON body cannot carry the token: Slack takes it from the header only.
     let in_args = if json_body { None } else { args.get("token").and_then(Value::as_str).map(str::to_string) };
+    // Socket Mode's method takes the app-level token, and only it; the rest the bot's.
+    let (wanted, other, kind) = if method == "apps.connections.open" {
+        (APP_TOKEN, BOT_TOKEN, "an app-level token (xapp-...)")
+    } else {
+        (BOT_TOKEN, APP_TOKEN, "a bot token (xoxb-...)")
+    };
     match bearer.or(in_args) {
         None => Err(refuse("not_authed", "no token (send `Authorization: Bearer <token>`)".to_string())),
-        Some(t) if t == BOT_TOKEN => Ok(()),
+        Some(t) if t == wanted => Ok(()),
+        Some(t) if t == other => Err(refuse("not_allowed_token_type", format!("{method} takes {kind}"))),
         Some(_) => Err(refuse("invalid_auth", None)),
     }
 }
@@ -657,6 +813,11 @@ fn carry_out(w: &mut World, method: &str, args: &Args) -> Result<Value, Refusal>
     if method == "auth.test" {
         return Ok(json!({"url": "https://inquest-test.slack.com/", "team": "Inquest Test", "user": "inquest",
                          "team_id": TEAM_ID, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": false}));
+    }
+    if method == "apps.connections.open" {
+        let ticket = format!("{:016x}", 0x7ac0_0000_0000_u64 + w.socket.tickets.len() as u64);
+        w.socket.tickets.insert(ticket.clone(), false);
+        return Ok(json!({"url": format!("{}/link/?ticket={ticket}&app_id={APP_ID}", w.socket.base)}));
     }
     let channel = s("channel").unwrap_or_default();
     match w.channels.get(&channel) {
@@ -995,4 +1156,121 @@ fn message_json(m: &Message, with_metadata: bool) -> Value {
         v["metadata"] = meta.clone();
     }
     v
+}
+
+// ---- Socket Mode ----
+
+/// `GET /link/?ticket=...`: a Socket Mode connection, for a ticket handed out and not
+/// used yet.
+async fn link(
+    State(world): State<Arc<Mutex<World>>>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ticket =
+        form_pairs(query.unwrap_or_default().as_bytes()).into_iter().find(|(k, _)| k == "ticket").map(|(_, v)| v);
+    let stop = {
+        let mut w = world.lock().unwrap();
+        let known = ticket.as_deref().and_then(|t| w.socket.tickets.get(t).copied());
+        match known {
+            Some(false) => {
+                w.socket.tickets.insert(ticket.unwrap_or_default(), true);
+            }
+            Some(true) => {
+                w.violations.push("socket: a ticket used twice (apps.connections.open's URLs are single-use)".into());
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            None => {
+                w.violations.push("socket: a URL apps.connections.open did not hand out".into());
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+        }
+        w.stop.clone()
+    };
+    upgrade.on_upgrade(move |socket| serve_link(world, socket, stop))
+}
+
+async fn serve_link(world: Arc<Mutex<World>>, mut socket: WebSocket, stop: CancellationToken) {
+    let (out, mut outgoing) = mpsc::unbounded_channel();
+    let n = {
+        let mut w = world.lock().unwrap();
+        let others_open = w.socket.links.iter().filter(|l| l.open).count();
+        w.socket.links.push(Link { out, open: true, closed_by_client: false, others_open });
+        w.socket.links.len() - 1
+    };
+    let hello = json!({
+        "type": "hello", "num_connections": 1,
+        "debug_info": {"host": format!("applink-test-{n}"), "build_number": 1, "approximate_connection_time": 18060},
+        "connection_info": {"app_id": APP_ID},
+    });
+    let greeted = socket.send(WsMessage::Text(hello.to_string().into())).await.is_ok()
+        && socket.send(WsMessage::Ping(Bytes::from_static(b"slack"))).await.is_ok();
+    if !greeted {
+        world.lock().unwrap().socket.links[n].open = false;
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            sent = outgoing.recv() => match sent {
+                Some(Out::Text(text)) => {
+                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Close) | None => {
+                    let bye = CloseFrame { code: 1001, reason: "link refreshed".into() };
+                    let _ = socket.send(WsMessage::Close(Some(bye))).await;
+                    // The client's answer, then the end.
+                    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(2), socket.recv()).await {}
+                    break;
+                }
+            },
+            received = socket.recv() => match received {
+                None | Some(Err(_)) => break,
+                Some(Ok(WsMessage::Text(text))) => record_ack(&mut world.lock().unwrap(), n, text.as_str()),
+                Some(Ok(WsMessage::Pong(_))) => world.lock().unwrap().socket.pongs += 1,
+                Some(Ok(WsMessage::Close(_))) => world.lock().unwrap().socket.links[n].closed_by_client = true,
+                Some(Ok(WsMessage::Binary(_))) => {
+                    world.lock().unwrap().violations.push("socket: a binary frame (Slack reads JSON text)".into());
+                }
+                Some(Ok(WsMessage::Ping(_))) => {}
+            },
+        }
+    }
+    world.lock().unwrap().socket.links[n].open = false;
+}
+
+/// A frame from the client: an acknowledgement, checked.
+fn record_ack(w: &mut World, link: usize, text: &str) {
+    let mut bad = |why: String| w.violations.push(format!("socket: {why}"));
+    let Ok(Value::Object(ack)) = serde_json::from_str::<Value>(text) else {
+        return bad(format!("a frame that is not a JSON object: {text}"));
+    };
+    let Some(id) = ack.get("envelope_id").and_then(Value::as_str) else {
+        return bad(format!("a frame without an envelope_id: {text}"));
+    };
+    if let Some(k) = ack.keys().find(|k| *k != "envelope_id" && *k != "payload") {
+        return bad(format!("an acknowledgement with `{k}`: {text}"));
+    }
+    let Some(&(sent_on, at, accepts)) = w.socket.sent.get(id) else {
+        return bad(format!("an acknowledgement of {id}, which was never sent"));
+    };
+    let after = at.elapsed();
+    let mut problems = Vec::new();
+    if sent_on != link {
+        problems.push(format!("{id} acknowledged on connection {link}, sent on {sent_on}"));
+    }
+    if after > Duration::from_secs(3) {
+        problems.push(format!("{id} acknowledged after {after:?}; Slack waits 3 s"));
+    }
+    if ack.contains_key("payload") && !accepts {
+        problems.push(format!("{id} acknowledged with a payload it does not accept"));
+    }
+    if w.socket.acks.iter().any(|a| a.envelope_id == id) {
+        problems.push(format!("{id} acknowledged twice"));
+    }
+    let payload = ack.get("payload").cloned();
+    w.socket.acks.push(Ack { envelope_id: id.to_string(), link, after, payload });
+    w.violations.extend(problems.into_iter().map(|p| format!("socket: {p}")));
 }
