@@ -21,7 +21,7 @@ use crate::chat::ChatSink;
 use crate::chat::ledger::Ledger;
 use crate::chat::matrix::{MatrixQuestions, MatrixSink};
 use crate::chat::relay::Relay;
-use crate::chat::slack::{self, SlackApi, SlackEvents, SlackInteractivity, SlackSink};
+use crate::chat::slack::{self, SlackApi, SlackEvents, SlackInteractivity, SlackSink, SocketMode};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, SvidConfig};
 use crate::engine::Runner;
@@ -189,7 +189,7 @@ pub async fn run(
         };
         background.spawn(watch.run(shutdown.child_token()));
         // Chat threads: each configured medium follows the investigations' logs.
-        let (chat_router, chat_tasks) = chat(&config, &sql, store.clone(), clock.clone(), &shutdown).await?;
+        let (chat_router, chat_tasks) = chat(&config, &sql, store.clone(), clock.clone(), role, &shutdown).await?;
         router = router.merge(chat_router);
         for task in chat_tasks {
             background.spawn(task);
@@ -225,6 +225,21 @@ pub async fn run(
                 approvals: <approvals::ApprovalContext as axum::extract::FromRef<RegistryState>>::from_ref(&state),
                 api: SlackApi::new(chat_http()?, slack),
             };
+            if slack.socket_mode && role == Role::All {
+                // One Socket Mode client, where both mentions (the agent's store) and
+                // presses (the registry's approvals) can be handled.
+                let events = SlackEvents::new(
+                    Arc::new(slack.clone()),
+                    store.clone(),
+                    Ledger::new(sql.clone()),
+                    SlackApi::new(chat_http()?, slack),
+                    clock.clone(),
+                );
+                let socket = SocketMode::new(chat_http()?, events, Some(press.clone()))
+                    .map_err(|e| AppError::Chat(e.to_string()))?;
+                background.spawn(socket.run(shutdown.child_token()));
+                info!("Slack Socket Mode on");
+            }
             router = router.merge(slack::interactivity_router(press));
         }
         let registry_routes = registry::router(state);
@@ -329,6 +344,7 @@ async fn chat(
     sql: &Arc<SqlStore>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    role: Role,
     shutdown: &CancellationToken,
 ) -> Result<(Router, Vec<Task>), AppError> {
     let mut router = Router::new();
@@ -339,6 +355,14 @@ async fn chat(
         sinks.push(Arc::new(SlackSink::new(api.clone(), cfg)));
         let events =
             SlackEvents::new(Arc::new(cfg.clone()), store.clone(), Ledger::new(sql.clone()), api, clock.clone());
+        if cfg.socket_mode && role == Role::Agent {
+            // Without the registry here, presses cannot be decided: the client says so to
+            // whoever presses (run `all`, or decide on the approval page).
+            let socket =
+                SocketMode::new(chat_http()?, events.clone(), None).map_err(|e| AppError::Chat(e.to_string()))?;
+            tasks.push(Box::pin(socket.run(shutdown.child_token())));
+            info!("Slack Socket Mode on (mentions only: approvals need the registry in this process)");
+        }
         router = router.merge(slack::events_router(events));
         info!(channels = cfg.channels.len(), "Slack threads on");
     }
