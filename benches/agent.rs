@@ -80,6 +80,8 @@ mod served;
 #[path = "../tests/support/spark.rs"]
 #[allow(dead_code)]
 mod spark;
+#[path = "../tests/support/venv.rs"]
+mod venv;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

@@ -51,6 +51,8 @@ mod served;
 #[path = "../tests/support/spark.rs"]
 #[allow(dead_code)]
 mod spark;
+#[path = "../tests/support/venv.rs"]
+mod venv;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};

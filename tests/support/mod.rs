@@ -18,3 +18,4 @@ pub mod server;
 pub mod slack;
 pub mod spark;
 pub mod synapse;
+pub mod venv;

@@ -80,7 +80,7 @@ pub async fn history() -> &'static SparkHistory {
 }
 
 fn start() -> SparkHistory {
-    let venv = venv();
+    let venv = super::venv::install(&cache_dir(), "python3", "pyspark", VERSION).0;
     let (events, runs) = event_logs(&venv);
     let spark_home = spark_home(&venv);
     let mut failures = Vec::new();
@@ -260,39 +260,6 @@ fn spark_home(venv: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("no pyspark with sbin/ under {}", lib.display()))
 }
 
-/// The venv with pyspark, installed once (beside its final place, then moved in, so a
-/// concurrent test process never sees half of it).
-fn venv() -> PathBuf {
-    let dir = cache_dir().join("venv");
-    let marker = dir.join(".inquest-installed");
-    if marker.exists() {
-        return dir;
-    }
-    std::fs::create_dir_all(cache_dir()).unwrap();
-    let staging = cache_dir().join(format!(".venv.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let started = Instant::now();
-    run(Command::new("python3").args(["-m", "venv"]).arg(&staging), "python3 -m venv");
-    run(
-        Command::new(staging.join("bin/python"))
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("pyspark=={VERSION}")),
-        "pip install pyspark",
-    );
-    std::fs::write(staging.join(".inquest-installed"), VERSION).unwrap();
-    if marker.exists() {
-        let _ = std::fs::remove_dir_all(&staging);
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&staging, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-    }
-    eprintln!("installed pyspark {VERSION} into {} in {:?}", dir.display(), started.elapsed());
-    assert!(marker.exists(), "{} was not installed", dir.display());
-    dir
-}
-
 /// The event logs of the three runs, made once.
 fn event_logs(venv: &Path) -> (PathBuf, Runs) {
     let dir = cache_dir().join(EVENTS);
@@ -363,14 +330,4 @@ fn run_job(venv: &Path, events: &Path, variant: &str, should_succeed: bool) -> S
         .find_map(|l| l.strip_prefix("APP_ID="))
         .map(|id| id.trim().to_string())
         .unwrap_or_else(|| panic!("job `{variant}` did not say its application id:\n{}", tail()))
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let output = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

@@ -181,7 +181,11 @@ impl Drop for Synapse {
 }
 
 async fn start() -> Synapse {
-    let (venv, installed_in) = tokio::task::spawn_blocking(venv).await.unwrap();
+    let (venv, installed_in) = tokio::task::spawn_blocking(|| {
+        super::venv::install(&cache_dir(&format!("synapse-{VERSION}")), "python3.11", "matrix-synapse", VERSION)
+    })
+    .await
+    .unwrap();
     let mut failures = Vec::new();
     for _ in 0..3 {
         match try_start(&venv, installed_in).await {
@@ -374,50 +378,4 @@ fn watchdog(pid: u32, work: &Path) -> (Child, ChildStdin) {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The venv with Synapse, installed once (beside its final place, then moved in, so a
-/// concurrent test process never sees half of it); how long the install took, if it
-/// ran.
-fn venv() -> (PathBuf, Option<Duration>) {
-    let root = cache_dir(&format!("synapse-{VERSION}"));
-    let dir = root.join("venv");
-    let marker = dir.join(".inquest-installed");
-    if marker.exists() {
-        return (dir, None);
-    }
-    std::fs::create_dir_all(&root).unwrap();
-    let staging = root.join(format!(".venv.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let started = Instant::now();
-    run(Command::new("python3.11").args(["-m", "venv"]).arg(&staging), "python3.11 -m venv");
-    run(
-        Command::new(staging.join("bin/python"))
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("matrix-synapse=={VERSION}")),
-        "pip install matrix-synapse",
-    );
-    std::fs::write(staging.join(".inquest-installed"), VERSION).unwrap();
-    if marker.exists() {
-        let _ = std::fs::remove_dir_all(&staging);
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&staging, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-    }
-    let took = started.elapsed();
-    eprintln!("installed matrix-synapse {VERSION} into {} in {took:?}", dir.display());
-    assert!(marker.exists(), "{} was not installed", dir.display());
-    (dir, Some(took))
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let output = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
