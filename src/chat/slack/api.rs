@@ -184,47 +184,58 @@ impl SlackApi {
     }
 
     async fn call(&self, method: &str, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Value> {
-        let transport = |message: String| SlackApiError::Transport { method: method.to_string(), message };
         let mut waited = 0;
         loop {
-            let bearer = format!("Bearer {}", self.token.expose_secret());
-            let response =
-                request().header(AUTHORIZATION, bearer).send().await.map_err(|e| transport(e.to_string()))?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = response.bytes().await.map_err(|e| transport(e.to_string()))?;
-            let answer: Option<Value> = serde_json::from_slice(&body).ok();
-            let code = answer.as_ref().and_then(|a| a.get("error")).and_then(Value::as_str).map(str::to_string);
-            if status == StatusCode::TOO_MANY_REQUESTS || code.as_deref() == Some("ratelimited") {
-                let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                if waited >= RATE_LIMIT_RETRIES || wait > MAX_RATE_LIMIT_WAIT {
-                    return Err(SlackApiError::RateLimited { method: method.to_string(), retry_after: wait });
+            match send_once(method, request(), &self.token, DEFAULT_RETRY_AFTER).await {
+                Err(SlackApiError::RateLimited { retry_after: wait, .. })
+                    if waited < RATE_LIMIT_RETRIES && wait <= MAX_RATE_LIMIT_WAIT =>
+                {
+                    waited += 1;
+                    warn!(method, ?wait, "Slack rate limited a call; waiting as it asks");
+                    tokio::time::sleep(wait).await;
                 }
-                waited += 1;
-                warn!(method, ?wait, "Slack rate limited a call; waiting as it asks");
-                tokio::time::sleep(wait).await;
-                continue;
+                other => return other,
             }
-            let Some(answer) = answer.filter(|a| a.get("ok").and_then(Value::as_bool).is_some()) else {
-                return Err(transport(format!("HTTP {status}: not a Web API answer")));
-            };
-            if answer["ok"] == Value::Bool(true) {
-                if let Some(warnings) = answer.pointer("/response_metadata/warnings") {
-                    debug!(method, %warnings, "Slack warns about a call");
-                }
-                return Ok(answer);
-            }
-            return Err(SlackApiError::Slack {
-                method: method.to_string(),
-                error: code.unwrap_or_else(|| "unknown_error".to_string()),
-            });
         }
     }
+}
+
+/// One call of Web API `method` with `token`: its answer when `ok`; rate limiting (with
+/// the wait Slack asks for, else `default_wait`), Slack's error code, or a transport
+/// failure otherwise.
+pub(super) async fn send_once(
+    method: &str,
+    request: reqwest::RequestBuilder,
+    token: &SecretString,
+    default_wait: Duration,
+) -> Result<Value> {
+    let transport = |message: String| SlackApiError::Transport { method: method.to_string(), message };
+    let bearer = format!("Bearer {}", token.expose_secret());
+    let response = request.header(AUTHORIZATION, bearer).send().await.map_err(|e| transport(e.to_string()))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = response.bytes().await.map_err(|e| transport(e.to_string()))?;
+    let answer: Option<Value> = serde_json::from_slice(&body).ok();
+    let code = answer.as_ref().and_then(|a| a.get("error")).and_then(Value::as_str).map(str::to_string);
+    if status == StatusCode::TOO_MANY_REQUESTS || code.as_deref() == Some("ratelimited") {
+        let retry_after = retry_after.unwrap_or(default_wait);
+        return Err(SlackApiError::RateLimited { method: method.to_string(), retry_after });
+    }
+    let Some(answer) = answer.filter(|a| a.get("ok").and_then(Value::as_bool).is_some()) else {
+        return Err(transport(format!("HTTP {status}: not a Web API answer")));
+    };
+    if answer["ok"] == Value::Bool(true) {
+        if let Some(warnings) = answer.pointer("/response_metadata/warnings") {
+            debug!(method, %warnings, "Slack warns about a call");
+        }
+        return Ok(answer);
+    }
+    Err(SlackApiError::Slack { method: method.to_string(), error: code.unwrap_or_else(|| "unknown_error".to_string()) })
 }
 
 fn string_field(answer: &Value, field: &str, method: &str) -> Result<String> {

@@ -40,9 +40,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -272,42 +270,14 @@ impl SocketMode {
 
     /// `apps.connections.open`, with the app-level token: a single-use websocket URL.
     async fn open_url(&self) -> Result<String, SlackApiError> {
-        let transport = |message: String| SlackApiError::Transport { method: OPEN_METHOD.to_string(), message };
-        let response = self
-            .http
-            .post(format!("{}/{OPEN_METHOD}", self.api_url))
-            .header(AUTHORIZATION, format!("Bearer {}", self.app_token.expose_secret()))
-            .send()
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.bytes().await.map_err(|e| transport(e.to_string()))?;
-        let answer: Option<Value> = serde_json::from_slice(&body).ok();
-        let code = answer.as_ref().and_then(|a| a["error"].as_str()).map(str::to_string);
-        if status == StatusCode::TOO_MANY_REQUESTS || code.as_deref() == Some("ratelimited") {
-            return Err(SlackApiError::RateLimited {
-                method: OPEN_METHOD.to_string(),
-                retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
-            });
-        }
-        let Some(answer) = answer.filter(|a| a["ok"].is_boolean()) else {
-            return Err(transport(format!("HTTP {status}: not a Web API answer")));
-        };
-        if answer["ok"] != true {
-            return Err(SlackApiError::Slack {
-                method: OPEN_METHOD.to_string(),
-                error: code.unwrap_or_else(|| "unknown_error".to_string()),
-            });
-        }
+        let request = self.http.post(format!("{}/{OPEN_METHOD}", self.api_url));
+        let answer = super::api::send_once(OPEN_METHOD, request, &self.app_token, DEFAULT_RETRY_AFTER).await?;
         match answer["url"].as_str() {
             Some(url) if url.starts_with("wss://") || url.starts_with("ws://") => Ok(url.to_string()),
-            _ => Err(transport("the answer has no websocket `url`".to_string())),
+            _ => Err(SlackApiError::Transport {
+                method: OPEN_METHOD.to_string(),
+                message: "the answer has no websocket `url`".to_string(),
+            }),
         }
     }
 
