@@ -133,9 +133,12 @@ pub async fn run(
     let mut writer_parts = None;
     let mut thread_pages = None;
     if role.runs_agent() {
-        let mut investigator = agent_investigator(&config, role).await?;
+        // One client with the agent's mesh identity, for discovery, tool approvals and
+        // the PR gates' approvals alike.
+        let agent_http = agent_registry_http(&config).await?;
+        let mut investigator = agent_investigator(&config, role, agent_http.clone())?;
         investigator.metrics = Some(metrics.clone());
-        let gate_approvals = gate_approvals(&config).await?;
+        let gate_approvals = gate_approvals(&config, agent_http);
         let drafting = drafting(&config, &sql, &clock, gate_approvals.clone())?;
         investigator.drafting = drafting.clone();
         let investigator = Arc::new(investigator);
@@ -397,9 +400,8 @@ async fn chat(
 
 /// The registry's approval service for pull-request gates, called with the agent's
 /// mesh identity (the requester of every gate's approval).
-async fn gate_approvals(config: &Config) -> Result<Arc<dyn PullApprovals>, AppError> {
-    let http = agent_registry_http(config).await?;
-    Ok(Arc::new(RegistryPullApprovals { client: ApprovalClient { http, registry_url: config.registry.url.clone() } }))
+fn gate_approvals(config: &Config, http: reqwest::Client) -> Arc<dyn PullApprovals> {
+    Arc::new(RegistryPullApprovals { client: ApprovalClient { http, registry_url: config.registry.url.clone() } })
 }
 
 /// An HTTP client with the agent's mesh identity, for the registry and the servers.
@@ -452,7 +454,7 @@ fn drafting(
 
 /// The investigator: playbooks from `agent.playbooks`, the planner when `[llm]` is
 /// set, and discovery at the registry with the agent's own mesh identity.
-async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestigator, AppError> {
+fn agent_investigator(config: &Config, role: Role, http: reqwest::Client) -> Result<AgentInvestigator, AppError> {
     let playbooks = if config.agent.playbooks.is_dir() {
         crate::playbook::load(std::slice::from_ref(&config.agent.playbooks)).map_err(|problems| {
             AppError::Playbooks(problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))
@@ -464,7 +466,6 @@ async fn agent_investigator(config: &Config, role: Role) -> Result<AgentInvestig
     let planner = planner(config)?.map(Arc::new);
     info!(playbooks = playbooks.len(), planner = planner.is_some(), "investigator ready");
 
-    let http = agent_registry_http(config).await?;
     let approvals = RegistryApprovals {
         base: config.registry.url.clone(),
         http: http.clone(),
