@@ -8,8 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use chrono::{DateTime, TimeZone, Utc};
 use inquest::clock::Clock;
 use inquest::config::RegistryConfig;
@@ -22,6 +20,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection};
 use tower::ServiceExt;
 
+use crate::support::fixed::{TestClock, test_identity};
 use crate::support::pg::TestDb;
 
 const PUBLIC_URL: &str = "https://registry.example";
@@ -82,14 +81,6 @@ impl ApproverLookup for Policies {
     }
 }
 
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
 struct Harness {
     router: Router,
     store: Arc<SqlStore>,
@@ -97,16 +88,6 @@ struct Harness {
     store_url: String,
     backend: &'static str,
     _db: Box<dyn std::any::Any + Send>,
-}
-
-/// What the authentication layer does in production, from a test header.
-async fn test_identity(mut req: Request, next: Next) -> Response {
-    let principal =
-        req.headers().get("x-test-principal").and_then(|v| serde_json::from_slice::<Principal>(v.as_bytes()).ok());
-    if let Some(p) = principal {
-        req.extensions_mut().insert(p);
-    }
-    next.run(req).await
 }
 
 impl Harness {

@@ -844,11 +844,8 @@ mod registry_gate {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use axum::extract::Request;
-    use axum::middleware::Next;
-    use axum::response::Response;
-    use chrono::{DateTime, Utc};
-    use inquest::clock::{Clock, SystemClock};
+    use chrono::Utc;
+    use inquest::clock::SystemClock;
     use inquest::config::{PullRequestApprovers, RegistryConfig};
     use inquest::github::approval::{GateWatch, RegistryPullApprovals, action};
     use inquest::github::drafter::{Drafter, Drafting, Proposed};
@@ -865,33 +862,17 @@ mod registry_gate {
     use serde_json::{Value, json};
     use tokio_util::sync::CancellationToken;
 
+    use crate::support::fixed::{TestClock, test_identity};
     use crate::support::github::{GithubServer, git};
     use crate::support::mcp::echo_investigation;
 
     const CONF: &str = "jobs/etl/spark-defaults.conf";
     const AGENT: &str = "spiffe://inquest.local/agent";
 
-    struct Clocked(Mutex<DateTime<Utc>>);
-
-    impl Clock for Clocked {
-        fn now(&self) -> DateTime<Utc> {
-            *self.0.lock().unwrap()
-        }
-    }
-
-    async fn as_header(mut req: Request, next: Next) -> Response {
-        let principal =
-            req.headers().get("x-test-principal").and_then(|v| serde_json::from_slice::<Principal>(v.as_bytes()).ok());
-        if let Some(p) = principal {
-            req.extensions_mut().insert(p);
-        }
-        next.run(req).await
-    }
-
     /// The registry's approval service on 127.0.0.1, with a clock the test moves.
     struct Registry {
         url: String,
-        clock: Arc<Clocked>,
+        clock: Arc<TestClock>,
         http: reqwest::Client,
         stop: CancellationToken,
     }
@@ -904,7 +885,7 @@ mod registry_gate {
 
     impl Registry {
         async fn start(sql: &Arc<SqlStore>) -> Registry {
-            let clock = Arc::new(Clocked(Mutex::new(Utc::now())));
+            let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
             let rules = vec![PullRequestApprovers {
                 repository: "acme/*".into(),
                 approvers: vec!["group:reviewers".into()],
@@ -928,7 +909,7 @@ mod registry_gate {
                     pull_requests: rules,
                 }),
             };
-            let app = approvals::router(ctx).layer(axum::middleware::from_fn(as_header));
+            let app = approvals::router(ctx).layer(axum::middleware::from_fn(test_identity));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
             let stop = CancellationToken::new();

@@ -11,7 +11,6 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, TimeZone, Utc};
-use inquest::clock::Clock;
 use inquest::config::RegistryConfig;
 use inquest::identity::Principal;
 use inquest::registry::authz::PolicyCache;
@@ -22,15 +21,8 @@ use inquest::store::SqlStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::support::fixed::TestClock;
 use crate::support::pg::TestDb;
-
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
 
 /// 2026-01-15T10:00:00Z plus `secs`.
 fn at(secs: i64) -> DateTime<Utc> {

@@ -3,6 +3,7 @@
 
 pub mod airflow;
 pub mod codehost;
+pub mod fixed;
 pub mod fixtures;
 pub mod gh_openapi;
 pub mod github;
