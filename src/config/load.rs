@@ -46,6 +46,9 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// The log filter's environment variable: read by telemetry, not a configuration key.
+const LOG_FILTER_VAR: &str = "INQUEST_LOG";
+
 /// Keys whose environment variables belong to the command line, not to the config tree.
 const CLI_ONLY_KEYS: &[&str] = &["config"];
 
@@ -166,7 +169,15 @@ pub fn load(overrides: &Overrides, env: Option<HashMap<String, String>>) -> Resu
     for key in LIST_KEYS {
         environment = environment.with_list_parse_key(key);
     }
-    builder = builder.add_source(environment.source(env));
+    // INQUEST_LOG is the log filter directive (telemetry reads it), not the `[log]` table.
+    let env: HashMap<String, String> = env
+        .unwrap_or_else(|| {
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+        })
+        .into_iter()
+        .filter(|(key, _)| key != LOG_FILTER_VAR)
+        .collect();
+    builder = builder.add_source(environment.source(Some(env)));
     let flag_values = [
         ("listen", overrides.listen.clone()),
         ("data_dir", overrides.data_dir.as_ref().map(|p| p.display().to_string())),
@@ -679,6 +690,12 @@ mod tests {
         let overrides = Overrides { config_file: Some(file), listen: Some("127.0.0.1:2".into()), ..Default::default() };
         let cfg = load(&overrides, env(&[("INQUEST_LISTEN", "127.0.0.1:3")])).unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn the_log_filter_variable_is_not_a_setting() {
+        let cfg = load(&Overrides::default(), env(&[("INQUEST_LOG", "debug,hyper=info")])).unwrap();
+        assert_eq!(cfg.log.level, "info", "the `[log]` table keeps its default; telemetry reads INQUEST_LOG");
     }
 
     #[test]
