@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -32,29 +33,45 @@ pub fn server_json(settings: &ServerSettings, description: &str, tools: &[ToolSp
     })
 }
 
-/// Publishes `doc`, retrying a few times while the registry is unreachable or the
-/// server's policy is not written yet. An already published version is success.
+/// Publishes `doc`, and keeps trying (backing off to one attempt every 30 s) while the
+/// registry is unreachable or refuses it: a server usually starts before an admin has
+/// written the policy that names its SPIFFE ID, and must register once that is done
+/// without a restart. An already published version is success.
 pub async fn publish(link: RegistryLink, doc: Value, stop: CancellationToken) {
     let url = format!("{}/v0.1/publish", link.url.trim_end_matches('/'));
     let name = doc["name"].as_str().unwrap_or_default().to_string();
-    for attempt in 1..=6u32 {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .build();
+    for attempt in 1u32.. {
         match link.http.post(&url).json(&doc).send().await {
             Ok(r) if r.status().is_success() => {
-                tracing::info!(server = %name, "published to the registry");
+                tracing::info!(server = %name, attempt, "published to the registry");
                 return;
             }
             Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {
                 tracing::debug!(server = %name, "this version is already published");
                 return;
             }
+            // Expected until an admin lists the server: say so once, then quietly.
+            Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN && attempt > 1 => {
+                tracing::debug!(server = %name, attempt, "still waiting for a policy naming this server")
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN => tracing::warn!(
+                server = %name,
+                "the registry refuses the publication until an admin's policy names this server's SPIFFE ID; retrying"
+            ),
             Ok(r) => {
                 tracing::warn!(server = %name, status = %r.status(), attempt, "the registry refused the publication")
             }
             Err(e) => tracing::warn!(server = %name, error = %e, attempt, "publishing to the registry failed"),
         }
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

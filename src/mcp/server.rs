@@ -147,6 +147,15 @@ impl ServerHandler for McpServer {
                 // Said as for a tool that does not exist: a caller learns nothing of tools it may not use.
                 return refuse(format!("unknown tool `{name}`"));
             }
+            // Fail closed: a tool its domain marks sensitive never runs on a plain allow,
+            // whatever the policy says of unlisted tools; the policy must name who approves.
+            Decision::Allow { .. } if spec.sensitive => {
+                tracing::warn!(tool = %name, caller = %who.id(), "sensitive tool allowed without approval: refused");
+                return refuse(format!(
+                    "`{name}` is a sensitive tool and the registry's policy names nobody to approve it; \
+                     an admin must list it with approvers (access.tools.{name}.approval) before it can run"
+                ));
+            }
             Decision::Allow { .. } => {}
             Decision::NeedsApproval { .. } => {
                 let Some(gate) = &fw.gate else {
