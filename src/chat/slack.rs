@@ -81,6 +81,11 @@ pub struct SlackConfig {
     /// with.
     #[serde(default)]
     pub app_token: Option<SecretString>,
+    /// Least time between two messages to one channel from this process: Slack allows
+    /// about one a second per channel and answers faster posting with 429s. Lower it
+    /// only against a test server.
+    #[serde(default = "default_pace", with = "crate::config::humantime_serde_compat")]
+    pub pace: std::time::Duration,
 }
 
 /// A directory identity, as a Slack user is known to the approval service.
@@ -98,6 +103,10 @@ impl SlackUser {
     pub fn principal(&self) -> Principal {
         Principal::User { subject: self.subject.clone(), groups: self.groups.clone(), name: self.name.clone() }
     }
+}
+
+fn default_pace() -> std::time::Duration {
+    sink::PACE
 }
 
 fn default_api_url() -> String {

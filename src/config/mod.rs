@@ -417,11 +417,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Serializes durations the way users write them (`30s`, `5m`).
-mod humantime_serde_compat {
+/// Durations the way users write them (`30s`, `1m 30s`), both ways.
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
+
+    use serde::Deserialize;
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }

@@ -83,7 +83,7 @@ impl SlackSink {
             api,
             channels: config.channels.clone(),
             default_channel: config.default_channel.clone(),
-            pacer: Pacer::new(PACE),
+            pacer: Pacer::new(config.pace),
             fold_max: FOLD_MAX,
             threads: Mutex::new(HashMap::new()),
         }

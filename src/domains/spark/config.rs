@@ -11,7 +11,7 @@ pub struct SparkConfig {
     /// Base URL of the History Server (the REST API is under `/api/v1`).
     pub history_url: String,
     /// Per-request timeout, written like `30s` or `2m`.
-    #[serde(with = "duration_text")]
+    #[serde(with = "crate::config::humantime_serde_compat")]
     pub timeout: Duration,
     /// Most items any list tool returns, so one call cannot flood a model's context.
     pub max_items: usize,
@@ -60,22 +60,6 @@ impl SparkConfig {
             problems.push(("max_concurrent_requests".into(), "must be between 1 and 1000".into()));
         }
         problems
-    }
-}
-
-/// Durations as people write them (`30s`, `1m 30s`).
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
