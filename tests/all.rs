@@ -16,6 +16,7 @@ mod chat_matrix;
 mod chat_slack;
 mod durability;
 mod evals;
+mod fleet;
 mod github;
 mod github_wire;
 mod jwt;
