@@ -14,6 +14,7 @@ mod browser;
 mod chat;
 mod chat_matrix;
 mod chat_slack;
+mod deploy;
 mod durability;
 mod evals;
 mod fleet;
