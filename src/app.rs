@@ -566,92 +566,38 @@ async fn role_identity(config: &Config, path: &str) -> Result<Arc<dyn svid::Svid
         .map_err(|e| AppError::Identity(e.to_string()))
 }
 
-/// The settings of domain server `id`: its `[servers.<id>]` table (or the defaults),
-/// with `fallback_url` as its public URL unless one is configured.
+/// The settings of domain server `id` (see [`mcp::standalone::settings`]).
 pub fn server_settings(config: &Config, id: &str, fallback_url: &str) -> mcp::ServerSettings {
-    let sc = config.servers.get(id).cloned().unwrap_or_else(|| crate::config::server_defaults(id));
-    let mut s = mcp::ServerSettings::new(id, sc.public_url.as_deref().unwrap_or(fallback_url));
-    s.auth = if sc.auth == "none" { mcp::AuthMode::None } else { mcp::AuthMode::Required };
-    s.allowed_hosts = sc.allowed_hosts;
-    s.allowed_origins = sc.allowed_origins;
-    s.required_scope = sc.required_scope;
-    s.call_timeout = sc.call_timeout;
-    s.policy_ttl = sc.policy_ttl;
-    s.policy_max_staleness = sc.policy_max_staleness;
-    s
+    mcp::standalone::settings(config, id, fallback_url)
 }
 
-/// What a domain server needs from the rest of the process: its SVID (for the registry
-/// and its listener), the registry link and the people's token validator.
+/// What a domain server needs from the rest of the process (see [`mcp::standalone::deps`]).
 async fn server_deps(
     config: &Config,
     id: &str,
     binds: Vec<std::net::SocketAddr>,
 ) -> Result<(Arc<dyn svid::SvidSource>, mcp::Deps), AppError> {
-    let td = &config.identity.trust_domain;
-    let identity = role_identity(config, &format!("server/{id}")).await?;
-    let http = mtls::http_client(identity.clone(), vec![devca::role_id(td, "registry")])
-        .map_err(|e| AppError::Identity(e.to_string()))?;
-    let jwt = match &config.identity.oidc {
-        Some(oidc) => Some(
-            crate::identity::jwt::JwtValidator::discover(
-                reqwest::Client::new(),
-                crate::identity::jwt::ValidatorSettings::from_oidc(oidc),
-            )
-            .map_err(|e| AppError::Identity(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let deps = mcp::Deps {
-        jwt,
-        registry: Some(mcp::RegistryLink { url: config.registry.url.clone(), http }),
-        audit_dir: Some(config.data_dir.clone()),
-        binds,
-        ..Default::default()
-    };
-    Ok((identity, deps))
+    mcp::standalone::deps(config, id, binds).await.map_err(standalone_error)
 }
 
-/// Runs one domain server (`inquest server <id>`) on `listener` until `shutdown`: TLS
-/// with the server's SVID, client certificates verified when presented (services by
-/// SPIFFE ID), bearer tokens otherwise; `/healthz` and `/readyz` beside the MCP endpoint.
+/// Runs one domain server (`inquest server <id>`) on `listener` until `shutdown`, as
+/// [`mcp::standalone::run`] does for any domain.
 pub async fn run_server(
     config: Config,
     domain: Arc<dyn mcp::Domain>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let id = domain.id();
-    let local = listener.local_addr()?;
-    let settings = server_settings(&config, id, &format!("https://{local}/mcp"));
-    let (identity, deps) = server_deps(&config, id, vec![local]).await?;
-    let served =
-        mcp::serve(domain.clone(), settings, deps, shutdown.clone()).map_err(|e| AppError::Identity(e.to_string()))?;
-    let ready_domain = domain.clone();
-    let router = served
-        .router
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            axum::routing::get(move || {
-                let domain = ready_domain.clone();
-                async move {
-                    match domain.healthy().await {
-                        Ok(()) => (axum::http::StatusCode::OK, "ready".to_string()),
-                        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                    }
-                }
-            }),
-        )
-        .layer(TraceLayer::new_for_http());
-    let tls = mtls::server_config_client_optional(identity.clone(), vec!["*".to_string()])
-        .map_err(|e| AppError::Identity(e.to_string()))?;
-    let listener = MtlsListener::new(listener, tls)?;
-    info!(address = %local, server = id, identity = identity.current().spiffe_id(), "MCP server {id} on https://{local}/mcp");
-    let app = router.into_make_service_with_connect_info::<MtlsPeer>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
-    info!(server = id, "stopped");
-    Ok(())
+    mcp::standalone::run(&config, domain, listener, shutdown).await.map_err(standalone_error)
+}
+
+/// A standalone server's failure in this module's terms: its listener failing is a
+/// serving error; the rest happens while it is set up (its SVID, TLS, settings).
+fn standalone_error(e: mcp::standalone::StandaloneError) -> AppError {
+    match e {
+        mcp::standalone::StandaloneError::Io(e) => AppError::Serve(e),
+        other => AppError::Identity(other.to_string()),
+    }
 }
 
 /// Mounts every enabled `[servers.<id>]` whose domain is built in at `/mcp/<id>`

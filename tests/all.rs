@@ -15,6 +15,7 @@ mod chat;
 mod chat_matrix;
 mod chat_slack;
 mod deploy;
+mod domain_server;
 mod durability;
 mod evals;
 mod fleet;

@@ -14,6 +14,8 @@
 //! - [`observe`]: metrics, usage reports, audit records.
 //! - [`register`]: publishing the server's own `server.json` at start.
 //! - [`settings`], [`domains`]: how a server is configured and where domains are built.
+//! - [`standalone`]: one server on its own TLS listener from the configuration, with
+//!   `/healthz` and `/readyz` (`inquest server <id>`, or a domain team's own binary).
 
 pub mod approval;
 pub mod auth;
@@ -24,6 +26,7 @@ pub mod observe;
 pub mod register;
 pub mod server;
 pub mod settings;
+pub mod standalone;
 pub mod tool;
 
 pub use http::{Deps, RegistryLink, ServeError, Served, serve};
