@@ -4,6 +4,7 @@
 #
 # Usage: run.sh <venv> <airflow-home> <port> <watch-pid> [cleanup]
 #
+# <watch-pid> `-` watches nothing: it runs until told to stop (the local stack).
 # With `cleanup`, <airflow-home> is removed once everything has stopped.
 # Start it as the leader of a new process group: stopping it (SIGTERM to the group, or
 # the watched process exiting) stops every Airflow process it started, including task
@@ -64,7 +65,7 @@ airflow dag-processor > "$home/dag-processor.log" 2>&1 &
 echo "started" >&2
 
 # The watchdog: stop when the test process is gone (a `static` is never dropped).
-while kill -0 "$watch" 2>/dev/null; do
+while [ "$watch" = - ] || kill -0 "$watch" 2>/dev/null; do
   sleep 1
 done
 stop
