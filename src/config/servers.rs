@@ -130,7 +130,10 @@ pub fn parse(raw: BTreeMap<String, serde_json::Value>) -> (BTreeMap<String, Serv
             }
         }
         s.extra = r.extra;
-        errors.extend(crate::mcp::domains::check(&id, &s.extra));
+        // A switched-off server needs none of its backend's settings (its password, say).
+        if s.enabled {
+            errors.extend(crate::mcp::domains::check(&id, &s.extra));
+        }
         out.insert(id, s);
     }
     // Every built-in domain runs unless its table says `enabled = false`.
@@ -144,6 +147,16 @@ pub fn parse(raw: BTreeMap<String, serde_json::Value>) -> (BTreeMap<String, Serv
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_disabled_server_needs_no_backend_settings() {
+        let raw = BTreeMap::from([("airflow".to_string(), json!({"enabled": false}))]);
+        let (servers, errors) = parse(raw);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(!servers["airflow"].enabled);
+        let (_, errors) = parse(BTreeMap::from([("airflow".to_string(), json!({}))]));
+        assert!(!errors.is_empty(), "an enabled Airflow still needs its password");
+    }
 
     #[test]
     fn mistakes_are_named_and_domain_keys_kept() {
