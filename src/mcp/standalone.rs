@@ -98,8 +98,11 @@ pub async fn deps(
     let failed = |why: String| StandaloneError::Identity { id: id.to_string(), why };
     let td = &config.identity.trust_domain;
     let identity = server_identity(config, id).await?;
-    let http =
-        mtls::http_client(identity.clone(), vec![devca::role_id(td, "registry")]).map_err(|e| failed(e.to_string()))?;
+    // The registry by its role's ID, or as `identity.extra_peers` names it (Istio and
+    // SPIRE deployments give workloads IDs of their own), as the agent's client does.
+    let mut registry_ids = vec![devca::role_id(td, "registry")];
+    registry_ids.extend(config.identity.extra_peers.iter().cloned());
+    let http = mtls::http_client(identity.clone(), registry_ids).map_err(|e| failed(e.to_string()))?;
     let jwt = match &config.identity.oidc {
         Some(oidc) => Some(
             JwtValidator::discover(reqwest::Client::new(), ValidatorSettings::from_oidc(oidc))
