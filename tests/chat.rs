@@ -191,21 +191,11 @@ mod together {
     use crate::support::github::GithubServer;
     use crate::support::mcp::{ECHO_PLAYBOOK, ECHO_REMEDIATION, FakeMcp};
     use crate::support::oidc::Browser;
+    use crate::support::process::until;
     use crate::support::slack::{self, SlackServer};
 
     const CHANNEL: &str = "C0DATA";
     const ALICE: &str = "U0ALICE";
-
-    /// Polls `probe` until it answers, for at most `secs`.
-    async fn until<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-        for _ in 0..secs * 10 {
-            if let Some(v) = probe().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("timed out waiting for {what}");
-    }
 
     /// The seqs of the events a medium shows, in the order it shows them.
     fn seqs(keys: impl IntoIterator<Item = String>) -> Vec<i64> {

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::oidc::Browser;
+use crate::support::process::until;
 use crate::support::server::config_with;
 
 const NAME: &str = "dev.inquest/freshness";
@@ -257,17 +258,6 @@ impl Admin {
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
         body
     }
-}
-
-/// Polls `probe` every 100 ms until it answers, for at most `secs`.
-async fn until<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..secs * 10 {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,7 @@ use crate::support::oidc::{OidcProvider, RESOURCE};
 use crate::support::pg::TestDb;
 use crate::support::presto::Coordinator;
 use crate::support::process::{
-    Accepted, Api, Inquest, InquestBuilder, Investigation, Scratch, alertmanager_payload, wait_for,
+    Accepted, Api, Inquest, InquestBuilder, Investigation, Scratch, accepted_by_episode, alertmanager_payload, wait_for,
 };
 use crate::support::slack::{self, SlackServer};
 use crate::support::{airflow, spark};
@@ -89,13 +89,13 @@ async fn start_fleet(
 ) -> Fleet {
     // One development CA for every process, made before any of them starts.
     let data = dir.join("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inquest"))
-        .arg("dev-ca")
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("INQUEST_CONFIG")
-        .output()
-        .unwrap();
+    let mut dev_ca = std::process::Command::new(env!("CARGO_BIN_EXE_inquest"));
+    dev_ca.arg("dev-ca").arg("--data-dir").arg(&data);
+    // The child reads INQUEST_* as configuration (CI's INQUEST_CACHE is not a key).
+    for (key, _) in std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("INQUEST_")) {
+        dev_ca.env_remove(key);
+    }
+    let out = dev_ca.output().unwrap();
     assert!(out.status.success(), "inquest dev-ca: {}", String::from_utf8_lossy(&out.stderr));
 
     let mesh = format!("127.0.0.1:{}", free_port());
@@ -267,21 +267,7 @@ async fn send_alerts(apis: &[Api]) -> BTreeMap<usize, Vec<Accepted>> {
             (e, [results.0, results.1, results.2, results.3, results.4])
         });
     }
-    let mut answers = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (e, results) = joined.expect("a posting task panicked");
-        let accepted: Vec<Accepted> = results
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| match r {
-                Ok((202, body)) => serde_json::from_value(body).unwrap(),
-                Ok((status, body)) => panic!("episode {e}, request {i}: {status} {body}"),
-                Err(err) => panic!("episode {e}, request {i}: {err}"),
-            })
-            .collect();
-        answers.insert(e, accepted);
-    }
-    answers
+    accepted_by_episode(tasks).await
 }
 
 /// Who claimed each investigation, in order, from its event log.

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::support::pg::TestDb;
 use crate::support::process::{
-    Accepted, Api, Inquest, InquestBuilder, Investigation, Scratch, alertmanager_payload, now_ms, wait_for,
+    Api, Inquest, InquestBuilder, Investigation, Scratch, accepted_by_episode, alertmanager_payload, now_ms, wait_for,
 };
 
 /// Lease TTL given to both processes.
@@ -285,20 +285,7 @@ async fn two_replicas_share_intake_and_work_without_duplicates() {
             (e, [r0a, r0b, r1, r2, r3])
         });
     }
-    let mut answers: BTreeMap<usize, Vec<Accepted>> = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (e, results) = joined.expect("a posting task panicked");
-        let accepted: Vec<Accepted> = results
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| match r {
-                Ok((202, body)) => serde_json::from_value(body).unwrap(),
-                Ok((status, body)) => panic!("episode {e}, request {i}: {status} {body}"),
-                Err(err) => panic!("episode {e}, request {i}: {err}"),
-            })
-            .collect();
-        answers.insert(e, accepted);
-    }
+    let answers = accepted_by_episode(tasks).await;
 
     let mut all_alerts = BTreeSet::new();
     let mut episode_ids = BTreeSet::new();

@@ -539,6 +539,39 @@ pub fn alertmanager_payload(group_key: &str, team: &str, fingerprints: &[String]
     })
 }
 
+/// The intake's answers to the deliveries of each episode, as spawned tasks return them
+/// (`(episode, answers)`); fails the test on any answer but a 202.
+pub async fn accepted_by_episode<const N: usize>(
+    mut tasks: tokio::task::JoinSet<(usize, [Result<(u16, Value), String>; N])>,
+) -> BTreeMap<usize, Vec<Accepted>> {
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (e, results) = joined.expect("a posting task panicked");
+        let accepted: Vec<Accepted> = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Ok((202, body)) => serde_json::from_value(body).unwrap(),
+                Ok((status, body)) => panic!("episode {e}, request {i}: {status} {body}"),
+                Err(err) => panic!("episode {e}, request {i}: {err}"),
+            })
+            .collect();
+        answers.insert(e, accepted);
+    }
+    answers
+}
+
+/// Polls `probe` every 100 ms until it answers, for at most `secs`.
+pub async fn until<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..secs * 10 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// Polls `probe` every 100 ms until it gives `Ok`, for at most `timeout`. On timeout the
 /// test fails with `what` and the last `Err` the probe gave (its view of the world).
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
