@@ -539,10 +539,13 @@ pub fn alertmanager_payload(group_key: &str, team: &str, fingerprints: &[String]
     })
 }
 
+/// What [`Api::try_post_alertmanager`] answers.
+pub type PostResult = Result<(u16, Value), String>;
+
 /// The intake's answers to the deliveries of each episode, as spawned tasks return them
 /// (`(episode, answers)`); fails the test on any answer but a 202.
 pub async fn accepted_by_episode<const N: usize>(
-    mut tasks: tokio::task::JoinSet<(usize, [Result<(u16, Value), String>; N])>,
+    mut tasks: tokio::task::JoinSet<(usize, [PostResult; N])>,
 ) -> BTreeMap<usize, Vec<Accepted>> {
     let mut answers = BTreeMap::new();
     while let Some(joined) = tasks.join_next().await {
