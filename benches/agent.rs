@@ -71,6 +71,9 @@
 #[path = "support/words.rs"]
 mod words;
 
+#[path = "../tests/support/host.rs"]
+#[allow(dead_code)]
+mod host;
 #[path = "../tests/support/openai.rs"]
 #[allow(dead_code)]
 mod openai;

@@ -43,6 +43,9 @@ mod words;
 #[path = "../tests/support/airflow.rs"]
 #[allow(dead_code)]
 mod airflow;
+#[path = "../tests/support/host.rs"]
+#[allow(dead_code)]
+mod host;
 #[path = "../tests/support/presto.rs"]
 #[allow(dead_code)]
 mod presto;

@@ -20,6 +20,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use super::host::free_port;
+
 pub const VERSION: &str = "3.3.2";
 pub const USERNAME: &str = "admin";
 pub const PASSWORD: &str = "admin";
@@ -343,9 +345,4 @@ fn copy_dags(home: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    listener.local_addr().expect("reading the ephemeral port").port()
 }

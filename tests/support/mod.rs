@@ -7,6 +7,7 @@ pub mod fixed;
 pub mod fixtures;
 pub mod gh_openapi;
 pub mod github;
+pub mod host;
 pub mod mcp;
 pub mod oidc;
 pub mod openai;

@@ -20,6 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::host::free_port;
+
 /// How long a start may take before the test fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -187,11 +189,6 @@ async fn ready_at(url: &str) -> bool {
 enum StartError {
     PortTaken(String),
     Failed(String),
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    listener.local_addr().expect("reading the ephemeral port").port()
 }
 
 fn next_log_path(dir: &Path, name: &str) -> PathBuf {

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::host::{free_port, watchdog};
+
 const VERSION: &str = "4.3.0";
 /// The cached event logs; made again when `job.py` changes (its digest is recorded).
 const EVENTS: &str = "events-v1";
@@ -115,7 +117,7 @@ fn try_start(spark_home: &Path, events: &Path, runs: &Runs) -> Result<SparkHisto
         return Err(format!("start-history-server.sh failed: {}\n{}", String::from_utf8_lossy(&output.stderr), logs()));
     }
     let pid = read_pid(&work.join("pid")).ok_or_else(|| format!("no pid file; logs:\n{}", logs()))?;
-    let (watchdog, stdin) = watchdog(pid, &work);
+    let (watchdog, stdin) = watchdog("spark-history-watchdog", pid, &work);
     let url = format!("http://127.0.0.1:{port}");
     let history = SparkHistory {
         url: url.clone(),
@@ -147,23 +149,6 @@ fn try_start(spark_home: &Path, events: &Path, runs: &Runs) -> Result<SparkHisto
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// A shell that waits for its standard input to close (the test process ending, or the
-/// [`SparkHistory`] dropped), then stops the server and removes its work folder.
-fn watchdog(pid: u32, work: &Path) -> (Child, ChildStdin) {
-    let script = r#"read _ignored; kill "$1" 2>/dev/null; sleep 3; kill -9 "$1" 2>/dev/null; rm -rf "$2""#;
-    let mut child = Command::new("sh")
-        .args(["-c", script, "spark-history-watchdog"])
-        .arg(pid.to_string())
-        .arg(work)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the watchdog shell");
-    let stdin = child.stdin.take().unwrap();
-    (child, stdin)
 }
 
 /// A plain HTTP/1.0 GET (this runs on a blocking thread, outside any runtime).
@@ -239,10 +224,6 @@ fn decode_address(hex: &str) -> String {
 /// A port nothing listens on (bound and let go at once).
 pub fn closed_port() -> u16 {
     free_port()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn cache_dir() -> PathBuf {

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::sync::OnceCell;
 
+use super::host::{free_port, watchdog};
 use super::refclients::cache_dir;
 
 pub const VERSION: &str = "1.163.2";
@@ -221,7 +222,7 @@ async fn try_start(venv: &Path, installed_in: Option<Duration>) -> Result<Synaps
         .spawn()
         .expect("starting Synapse");
     let pid = server.id();
-    let (watchdog_child, stdin) = watchdog(pid, &work);
+    let (watchdog_child, stdin) = watchdog("synapse-watchdog", pid, &work);
     let url = format!("http://127.0.0.1:{port}");
     let ready = async {
         wait_ready(&mut server, &url, started).await?;
@@ -357,25 +358,4 @@ fn hmac_sha1(venv: &Path, key: &str, message: &str) -> String {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "hmac failed");
     String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-/// A shell that waits for its standard input to close (the test process ending, or the
-/// [`Synapse`] dropped), then stops the server and removes its folder.
-fn watchdog(pid: u32, work: &Path) -> (Child, ChildStdin) {
-    let script = r#"read _ignored; kill "$1" 2>/dev/null; sleep 3; kill -9 "$1" 2>/dev/null; rm -rf "$2""#;
-    let mut child = Command::new("sh")
-        .args(["-c", script, "synapse-watchdog"])
-        .arg(pid.to_string())
-        .arg(work)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the watchdog shell");
-    let stdin = child.stdin.take().unwrap();
-    (child, stdin)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
