@@ -525,22 +525,11 @@ async fn inquest_all_investigates_through_the_registry_and_answers_a_follow_up()
 
     // An administrator registers the server and lets the agent (and team data) use it.
     let token = provider.tokens_for("alice", RESOURCE).await["access_token"].as_str().unwrap().to_string();
-    let admin = |method: reqwest::Method, path: String, body: Value| {
-        http.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body).send()
-    };
     let doc = json!({"name": "dev.example/fake", "description": "echoes", "version": "1.0.0",
                      "remotes": [{"type": "streamable-http", "url": server.url}]});
-    let r = admin(reqwest::Method::POST, "/v0.1/publish".into(), doc).await.unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let path = "/v0.1/x/servers/dev.example%2Ffake";
     let policy = json!({"owner": {"team": "data"}, "access": {
         "allowed": ["spiffe://inquest.local/agent", "group:data"], "unlisted_tools": "allow"}});
-    let r = admin(reqwest::Method::PUT, format!("{path}/policy"), policy).await.unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    for review in ["security-review", "production-approval"] {
-        let r = admin(reqwest::Method::PUT, format!("{path}/{review}"), json!({"state": "approved"})).await.unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    }
+    crate::support::server::list_server(&http, &base, |r| r.bearer_auth(&token), doc, policy).await;
 
     let body = json!({
         "version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing", "receiver": "inquest",

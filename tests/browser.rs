@@ -102,9 +102,6 @@ async fn log_in_see_permitted_servers_approve_and_audit() {
     // Alice (an administrator) publishes two servers with the API, using a real
     // access token: one bob's team may use, one it may not.
     let token = provider.tokens_for("alice", RESOURCE).await["access_token"].as_str().unwrap().to_string();
-    let admin = |method: reqwest::Method, path: String, body: Value| {
-        http.request(method, format!("{base}{path}")).bearer_auth(&token).json(&body).send()
-    };
     let servers = [
         ("com.example/airflow", "Airflow DAGs and tasks", json!(["group:data-eng", "spiffe://inquest.local/agent"])),
         ("com.example/payroll", "Payroll exports", json!(["group:finance"])),
@@ -112,20 +109,11 @@ async fn log_in_see_permitted_servers_approve_and_audit() {
     for (name, description, allowed) in servers {
         let doc = json!({"name": name, "description": description, "version": "1.0.0",
                          "remotes": [{"type": "streamable-http", "url": "https://127.0.0.1:1/mcp"}]});
-        let r = admin(reqwest::Method::POST, "/v0.1/publish".into(), doc).await.unwrap();
-        assert!(r.status().is_success(), "publish {name}: {}", r.text().await.unwrap());
-        let path = format!("/v0.1/x/servers/{}", name.replace('/', "%2F"));
         let policy = json!({"owner": {"team": "data-platform", "support_channel": "#data-platform"}, "access": {
             "allowed": allowed,
             "tools": {"clear_task_instances": {"approval": {"approvers": ["group:data-eng"], "required": 1}}},
         }});
-        let r = admin(reqwest::Method::PUT, format!("{path}/policy"), policy).await.unwrap();
-        assert!(r.status().is_success(), "policy {name}: {}", r.text().await.unwrap());
-        for review in ["security-review", "production-approval"] {
-            let r =
-                admin(reqwest::Method::PUT, format!("{path}/{review}"), json!({"state": "approved"})).await.unwrap();
-            assert!(r.status().is_success(), "{review} {name}: {}", r.text().await.unwrap());
-        }
+        crate::support::server::list_server(&http, &base, |r| r.bearer_auth(&token), doc, policy).await;
     }
 
     // The agent, over the mTLS mesh, asks to clear a task: a pending approval for bob's team.

@@ -184,7 +184,7 @@ mod together {
     use inquest::chat::matrix::POST_KEY;
     use inquest::config::{self, Overrides};
     use inquest::store::{SqlStore, Store};
-    use serde_json::{Value, json};
+    use serde_json::json;
     use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
@@ -271,26 +271,12 @@ rooms = {{ data = "{room}" }}
         let mut admin = Browser::new();
         admin.post_form(&format!("{base}/auth/dev-login"), &[("subject", "root"), ("groups", "inquest-admins")]).await;
         let cookie = format!("inquest_session={}", admin.cookie(&base, "inquest_session").expect("a session"));
-        let call = |method: reqwest::Method, path: String, body: Value| {
-            http.request(method, format!("{base}{path}"))
-                .header("cookie", cookie.clone())
-                .header("origin", base.clone())
-                .json(&body)
-                .send()
-        };
         let doc = json!({"name": "com.example/fake", "description": "Echoes", "version": "1.0.0",
                          "remotes": [{"type": "streamable-http", "url": mcp.url}]});
-        let r = call(reqwest::Method::POST, "/v0.1/publish".into(), doc).await.unwrap();
-        assert!(r.status().is_success(), "publish: {}", r.text().await.unwrap());
-        let path = "/v0.1/x/servers/com.example%2Ffake";
         let policy = json!({"owner": {"team": "data", "support_channel": "#data"},
                             "access": {"allowed": ["spiffe://inquest.local/agent", "group:data"], "unlisted_tools": "allow"}});
-        let r = call(reqwest::Method::PUT, format!("{path}/policy"), policy).await.unwrap();
-        assert!(r.status().is_success(), "policy: {}", r.text().await.unwrap());
-        for review in ["security-review", "production-approval"] {
-            let r = call(reqwest::Method::PUT, format!("{path}/{review}"), json!({"state": "approved"})).await.unwrap();
-            assert!(r.status().is_success(), "{review}: {}", r.text().await.unwrap());
-        }
+        let as_admin = |r: reqwest::RequestBuilder| r.header("cookie", cookie.clone()).header("origin", base.clone());
+        crate::support::server::list_server(&http, &base, as_admin, doc, policy).await;
 
         // The alert.
         let alert = json!({"version": "4", "groupKey": "{}:{alertname=\"EchoFailed\"}", "status": "firing",

@@ -408,6 +408,19 @@ fn approval_context(sql: &Arc<SqlStore>) -> ApprovalContext {
     }
 }
 
+/// One `approval.requested` event per approval id, as the agent logs a call waiting on it.
+fn approvals_requested(ids: &[&String]) -> Vec<EventBody> {
+    ids.iter()
+        .map(|a| {
+            EventBody::new(
+                "approval.requested",
+                json!({"approval_id": a, "url": format!("https://registry.example/approvals/{a}"),
+                       "tool": "airflow__clear_task", "call_id": "c9"}),
+            )
+        })
+        .collect()
+}
+
 /// A service asks the registry for approval of a tool call; the request's id.
 async fn request_approval(ctx: &ApprovalContext, server: &str, tool: &str, n: u32) -> String {
     let service = Principal::service(&format!("spiffe://inquest.local/server/{server}"));
@@ -445,16 +458,7 @@ async fn a_button_press_is_the_mapped_persons_decision_at_the_approval_service()
     let declined = request_approval(&ctx, "airflow", "clear_task", 3).await;
     let revoked = request_approval(&ctx, "airflow", "clear_task", 4).await;
     let id = investigation(&rig.sql, "data", "OrdersLate").await;
-    let asked: Vec<EventBody> = [&single, &double, &declined, &revoked]
-        .iter()
-        .map(|a| {
-            EventBody::new(
-                "approval.requested",
-                json!({"approval_id": a, "url": format!("https://registry.example/approvals/{a}"),
-                       "tool": "airflow__clear_task", "call_id": "c9"}),
-            )
-        })
-        .collect();
+    let asked = approvals_requested(&[&single, &double, &declined, &revoked]);
     work(&rig.sql, &id, &asked, None).await;
     let sink = rig.sink();
     rig.relay(sink.clone()).round(&*sink).await.unwrap();
@@ -781,16 +785,7 @@ async fn over_socket_mode_a_button_press_is_the_mapped_persons_decision() {
     let ctx = approval_context(&rig.sql);
     let first = request_approval(&ctx, "airflow", "clear_task", 1).await;
     let second = request_approval(&ctx, "airflow", "clear_task", 2).await;
-    let asked: Vec<EventBody> = [&first, &second]
-        .iter()
-        .map(|a| {
-            EventBody::new(
-                "approval.requested",
-                json!({"approval_id": a, "url": format!("https://registry.example/approvals/{a}"),
-                       "tool": "airflow__clear_task", "call_id": "c9"}),
-            )
-        })
-        .collect();
+    let asked = approvals_requested(&[&first, &second]);
     let (_, root) = rig.threaded_investigation("OrdersLate", &asked).await;
     let card = |approval: &str| {
         rig.slack

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::oidc::Browser;
 use crate::support::process::until;
-use crate::support::server::config_with;
+use crate::support::server::{config_with, list_server};
 
 const NAME: &str = "dev.inquest/freshness";
 const PATH: &str = "dev.inquest%2Ffreshness";
@@ -314,8 +314,6 @@ async fn a_domain_teams_server_registers_is_probed_and_is_used_by_an_investigati
     let admin = Admin::login(&base).await;
     let listing = json!({"name": NAME, "description": "Table freshness", "version": "0.0.0",
                          "remotes": [{"type": "streamable-http", "url": server_url}]});
-    let (status, body) = admin.send(Method::POST, "/v0.1/publish", Some(listing)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let policy = json!({
         "owner": {"team": "data-platform", "support_channel": "#data-platform"},
         "service_identity": SERVER_ID,
@@ -325,13 +323,8 @@ async fn a_domain_teams_server_registers_is_probed_and_is_used_by_an_investigati
             "unlisted_tools": "deny",
         },
     });
-    let (status, body) = admin.send(Method::PUT, &format!("/v0.1/x/servers/{PATH}/policy"), Some(policy)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    for review in ["security-review", "production-approval"] {
-        let path = format!("/v0.1/x/servers/{PATH}/{review}");
-        let (status, body) = admin.send(Method::PUT, &path, Some(json!({"state": "approved"}))).await;
-        assert_eq!(status, StatusCode::OK, "{review}: {body}");
-    }
+    let as_admin = |r: reqwest::RequestBuilder| r.header("cookie", &admin.cookie).header("origin", &admin.base);
+    list_server(&admin.http, &base, as_admin, listing, policy).await;
 
     // The team's server, run by the framework from its own configuration file.
     let file = dir.path().join("freshness.toml");

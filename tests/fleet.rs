@@ -23,12 +23,14 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::support::github::GithubServer;
+use crate::support::host::free_port;
 use crate::support::oidc::{OidcProvider, RESOURCE};
 use crate::support::pg::TestDb;
 use crate::support::presto::Coordinator;
 use crate::support::process::{
     Accepted, Api, Inquest, InquestBuilder, Investigation, Scratch, accepted_by_episode, alertmanager_payload, wait_for,
 };
+use crate::support::server::list_server;
 use crate::support::slack::{self, SlackServer};
 use crate::support::{airflow, spark};
 
@@ -67,10 +69,6 @@ remediations:
         find: 'retries = \d+'
         replace: "retries = 3"
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// The whole fleet, started in dependency order.
 struct Fleet {
@@ -125,23 +123,9 @@ async fn start_fleet(
         let name = format!("dev.inquest/{id}");
         let doc = json!({"name": name, "description": format!("{id}, listed by an admin"), "version": "0.0.1",
                          "remotes": [{"type": "streamable-http", "url": format!("https://127.0.0.1:{port}/mcp")}]});
-        let r = http.post(format!("{base}/v0.1/publish")).bearer_auth(&token).json(&doc).send().await.unwrap();
-        assert!(r.status().is_success(), "publish {name}: {}", r.text().await.unwrap());
-        let path = format!("{base}/v0.1/x/servers/dev.inquest%2F{id}");
         let policy = json!({"owner": {"team": TEAM}, "service_identity": format!("spiffe://inquest.local/server/{id}"),
             "access": {"allowed": ["spiffe://inquest.local/agent", "group:data"], "unlisted_tools": "allow"}});
-        let r = http.put(format!("{path}/policy")).bearer_auth(&token).json(&policy).send().await.unwrap();
-        assert!(r.status().is_success(), "policy {name}: {}", r.text().await.unwrap());
-        for review in ["security-review", "production-approval"] {
-            let r = http
-                .put(format!("{path}/{review}"))
-                .bearer_auth(&token)
-                .json(&json!({"state": "approved"}))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{review} {name}: {}", r.text().await.unwrap());
-        }
+        list_server(&http, &base, |r| r.bearer_auth(&token), doc, policy).await;
     }
 
     let server = |id: &str| {

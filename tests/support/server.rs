@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use inquest::config::{self, Config, Overrides};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -114,4 +115,35 @@ pub fn alertmanager(group: &str, status: &str, team: &str, fingerprints: &[&str]
         "alerts": alerts,
     })
     .to_string()
+}
+
+/// What an administrator does over the registry's HTTP API to let a server be used:
+/// publishes `doc` (a `server.json`), writes `policy` for it, and approves its security
+/// review and production use; each answer must be 200. `auth` adds the admin's
+/// credentials (a bearer token, or a session cookie with its Origin).
+pub async fn list_server(
+    http: &reqwest::Client,
+    base: &str,
+    auth: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    doc: Value,
+    policy: Value,
+) {
+    let name = doc["name"].as_str().expect("server.json names the server").to_string();
+    let path = format!("{base}/v0.1/x/servers/{}", name.replace('/', "%2F"));
+    let calls = [
+        (reqwest::Method::POST, format!("{base}/v0.1/publish"), doc, "publish"),
+        (reqwest::Method::PUT, format!("{path}/policy"), policy, "policy"),
+        (reqwest::Method::PUT, format!("{path}/security-review"), json!({"state": "approved"}), "security-review"),
+        (
+            reqwest::Method::PUT,
+            format!("{path}/production-approval"),
+            json!({"state": "approved"}),
+            "production-approval",
+        ),
+    ];
+    for (method, url, body, what) in calls {
+        let r = auth(http.request(method, url)).json(&body).send().await.unwrap();
+        let status = r.status();
+        assert_eq!(status, reqwest::StatusCode::OK, "{what} of {name}: {}", r.text().await.unwrap());
+    }
 }
