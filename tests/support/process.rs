@@ -331,6 +331,7 @@ pub struct Scratch(Option<tempfile::TempDir>);
 
 impl Scratch {
     pub fn new() -> Scratch {
+        remember_panics();
         Scratch(Some(
             tempfile::Builder::new().prefix("inquest-test-").tempdir().expect("creating a temporary directory"),
         ))
@@ -353,8 +354,39 @@ impl Drop for Scratch {
             && let Some(dir) = self.0.take()
         {
             eprintln!("---- kept the test's data and logs in {} ----", dir.keep().display());
+            // The processes' logs above are long and a CI summary may cut the middle
+            // of the output, where the panic message is: say it again, last.
+            if let Some(message) = LAST_PANIC.with(|p| p.borrow_mut().take()) {
+                let mut end = message.len().min(PANIC_REPEAT);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let cut = if end < message.len() { " [...]" } else { "" };
+                eprintln!("---- the failure, again ----\n{}{cut}", &message[..end]);
+            }
         }
     }
+}
+
+/// How much of a panic message is said again at the end of a failed test's output.
+const PANIC_REPEAT: usize = 4000;
+
+thread_local! {
+    /// The last panic on this thread, as the panic hook printed it.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that keeps each thread's last panic message for
+/// [`Scratch`]'s drop, then prints as before.
+fn remember_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(info.to_string()));
+            previous(info);
+        }));
+    });
 }
 
 /// The answer to an accepted delivery.
