@@ -32,7 +32,8 @@
 //! run exits 1.
 //!
 //! The machine has two cores shared by the backend, the server and the client: compare
-//! runs made under the same conditions.
+//! runs made under the same conditions. The process uses mimalloc, as the `inquest`
+//! binary does.
 
 // A bench is a program whose failures are reported by panicking, like a test's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -77,6 +78,9 @@ use tokio_util::sync::CancellationToken;
 const TARGET_ADDED_MS: f64 = 1.0;
 const TARGET_RATIO: f64 = 1.10;
 const REFERENCE_VERSION: &str = "0.2.10";
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Options {
     servers: Vec<&'static str>,
