@@ -1,7 +1,8 @@
 //! MCP server overhead: one representative read tool per domain server, called through
 //! the MCP server (Streamable HTTP over mTLS, authentication, per-tool authorization,
-//! metrics, usage, audit) and, in the same run, the same backend endpoint called
-//! directly over HTTP. The difference is what the server adds.
+//! metrics, audit) and, in the same run, the same backend endpoint called directly over
+//! HTTP. The difference is what the server adds. No registry runs here, so usage is not
+//! reported (in service it is queued and sent in batches, off the call's path).
 //!
 //! ```text
 //! cargo bench --bench mcp                    # every server, ~2 min after the backends start

@@ -795,6 +795,16 @@ async fn usage_aggregates_by_month_and_team(r: &Reg) {
     let (status, body) = r.post(&airflow_identity(), "/v0.1/x/usage", report("bad tool", "", "ok", Some(""))).await;
     assert_eq!((status, body["violations"].as_array().map(Vec::len)), (400, Some(3)), "{body}");
     assert_eq!(r.post(&airflow_identity(), "/v0.1/x/usage", report("t", "p", "maybe", None)).await.0, 400);
+    // An array is taken whole or not at all; its violations name the item.
+    let (status, body) =
+        r.post(&airflow_identity(), "/v0.1/x/usage", json!([ok, report("bad tool", "user:x", "ok", None)])).await;
+    let fields: Vec<&str> =
+        body["violations"].as_array().into_iter().flatten().filter_map(|v| v["field"].as_str()).collect();
+    assert_eq!((status, fields), (400, vec!["[1].tool"]), "{body}");
+    assert_eq!(r.post(&airflow_identity(), "/v0.1/x/usage", json!([])).await.0, 400);
+    let mut other = ok.clone();
+    other["server"] = json!("com.example/presto");
+    assert_eq!(r.post(&airflow_identity(), "/v0.1/x/usage", json!([ok, other])).await.0, 403);
 
     let send = |t: DateTime<Utc>, body: Value| async move {
         r.set_time(t);
@@ -804,8 +814,15 @@ async fn usage_aggregates_by_month_and_team(r: &Reg) {
     // January: alice twice and the agent for data-eng, bob fails for ads, carol without a team.
     send(at(0), ok.clone()).await;
     send(at(60), ok.clone()).await;
-    send(at(120), report("trigger_dag", "spiffe://td/agent", "ok", Some("data-eng"))).await;
-    send(at(180), report("get_logs", "user:bob", "error", Some("ads"))).await;
+    // Two in one report, as a busy server sends them.
+    send(
+        at(120),
+        json!([
+            report("trigger_dag", "spiffe://td/agent", "ok", Some("data-eng")),
+            report("get_logs", "user:bob", "error", Some("ads"))
+        ]),
+    )
+    .await;
     send(at(240), report("get_logs", "user:carol", "ok", None)).await;
     // March: alice once more.
     let march = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();

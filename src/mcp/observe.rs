@@ -102,6 +102,9 @@ pub struct Usage {
     pub latency_ms: u64,
 }
 
+/// Usage reports sent in one POST at most (the registry takes up to 1000).
+const USAGE_BATCH: usize = 256;
+
 /// Queues usage reports and sends them from a background task.
 #[derive(Clone)]
 pub struct UsageReporter {
@@ -126,19 +129,27 @@ impl UsageReporter {
                 };
                 let Some(first) = first else { break };
                 let mut batch = vec![first];
-                while batch.len() < 256
+                while batch.len() < USAGE_BATCH
                     && let Ok(u) = rx.try_recv()
                 {
                     batch.push(u);
                 }
-                for u in batch {
-                    match http.post(&url).json(&u).send().await {
-                        Ok(r) if r.status().is_success() => {}
-                        Ok(r) => {
-                            tracing::warn!(status = %r.status(), tool = %u.tool, "the registry refused a usage report")
-                        }
-                        Err(e) => tracing::warn!(error = %e, tool = %u.tool, "a usage report could not be sent"),
-                    }
+                // What queued while the last POST was out goes in one: a busy server
+                // makes one request per batch, not one per call. A lone report is sent
+                // as an object, which registries older than arrays also take.
+                let request = match batch.as_slice() {
+                    [one] => http.post(&url).json(one),
+                    many => http.post(&url).json(many),
+                };
+                // Never retried: a report whose answer was lost may have been recorded.
+                match request.send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => tracing::warn!(
+                        status = %r.status(),
+                        reports = batch.len(),
+                        "the registry refused usage reports"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, reports = batch.len(), "usage reports could not be sent"),
                 }
             }
         });

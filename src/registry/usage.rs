@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 use tracing::debug;
 
 use super::RegistryState;
@@ -66,7 +66,11 @@ impl Outcome {
     }
 }
 
-/// `POST /v0.1/x/usage`: one invocation, as its server reports it.
+/// The most reports one `POST /v0.1/x/usage` may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /v0.1/x/usage`: one invocation, as its server reports it. The body is one
+/// report or an array of up to [`MAX_BATCH`], recorded together or not at all.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageReport {
@@ -138,7 +142,8 @@ pub struct UsageRows {
 /// Usage's storage. [`SqlStore`] implements it; tests may put a fake here.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
-    async fn record_usage(&self, event: &UsageEvent) -> Result<(), UsageError>;
+    /// Records `events` in one transaction: all of them or none.
+    async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), UsageError>;
     /// Rows of the months `from..=to` (`YYYY-MM`), of one team or all.
     async fn usage_rows(&self, from: &str, to: &str, team: Option<&str>) -> Result<UsageRows, UsageError>;
 }
@@ -296,82 +301,11 @@ impl Sums {
 
 #[async_trait]
 impl UsageStore for SqlStore {
-    async fn record_usage(&self, e: &UsageEvent) -> Result<(), UsageError> {
-        let month = month_of(e.at);
-        let team = e.team.as_deref().unwrap_or("");
-        let latency = i64::try_from(e.latency_ms).unwrap_or(i64::MAX);
+    async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO registry_usage_events \
-             (server, tool, principal, team, outcome, latency_ms, minutes_saved, month, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&e.server)
-        .bind(&e.tool)
-        .bind(&e.principal)
-        .bind(team)
-        .bind(e.outcome.as_str())
-        .bind(latency)
-        .bind(i64::from(e.minutes_saved))
-        .bind(&month)
-        .bind(to_ms(e.at))
-        .execute(&mut *tx)
-        .await?;
-        let is = |o: Outcome| i64::from(e.outcome == o);
-        sqlx::query(
-            "INSERT INTO registry_usage_monthly \
-             (month, team, server, tool, invocations, succeeded, failed, denied, latency_ms_sum, minutes_saved) \
-             VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9) \
-             ON CONFLICT (month, team, server, tool) DO UPDATE SET \
-             invocations = registry_usage_monthly.invocations + 1, \
-             succeeded = registry_usage_monthly.succeeded + excluded.succeeded, \
-             failed = registry_usage_monthly.failed + excluded.failed, \
-             denied = registry_usage_monthly.denied + excluded.denied, \
-             latency_ms_sum = registry_usage_monthly.latency_ms_sum + excluded.latency_ms_sum, \
-             minutes_saved = registry_usage_monthly.minutes_saved + excluded.minutes_saved",
-        )
-        .bind(&month)
-        .bind(team)
-        .bind(&e.server)
-        .bind(&e.tool)
-        .bind(is(Outcome::Ok))
-        .bind(is(Outcome::Error))
-        .bind(is(Outcome::Denied))
-        .bind(latency)
-        .bind(i64::from(e.minutes_saved))
-        .execute(&mut *tx)
-        .await?;
-        let seen: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM registry_usage_principals WHERE month = $1 AND server = $2 AND principal = $3",
-        )
-        .bind(&month)
-        .bind(&e.server)
-        .bind(&e.principal)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO registry_usage_principals (month, server, principal, team) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (month, server, principal, team) DO NOTHING",
-        )
-        .bind(&month)
-        .bind(&e.server)
-        .bind(&e.principal)
-        .bind(team)
-        .execute(&mut *tx)
-        .await?;
-        // The catalog's counters of the server's current month, rolled over by the
-        // first report of a new month.
-        sqlx::query(
-            "UPDATE registry_servers SET \
-             usage_invocations = CASE WHEN usage_month = $2 THEN usage_invocations + 1 ELSE 1 END, \
-             usage_users = CASE WHEN usage_month = $2 THEN usage_users + $3 ELSE $3 END, \
-             usage_total = usage_total + 1, usage_month = $2 WHERE name = $1",
-        )
-        .bind(&e.server)
-        .bind(&month)
-        .bind(i64::from(seen == 0))
-        .execute(&mut *tx)
-        .await?;
+        for e in events {
+            record_one(&mut tx, e).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -460,6 +394,86 @@ impl UsageStore for SqlStore {
     }
 }
 
+/// One event's rows: the event, its month's counters, its principal, and the catalog's
+/// counters of its server.
+async fn record_one(tx: &mut Transaction<'static, Any>, e: &UsageEvent) -> Result<(), UsageError> {
+    let month = month_of(e.at);
+    let team = e.team.as_deref().unwrap_or("");
+    let latency = i64::try_from(e.latency_ms).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO registry_usage_events \
+         (server, tool, principal, team, outcome, latency_ms, minutes_saved, month, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&e.server)
+    .bind(&e.tool)
+    .bind(&e.principal)
+    .bind(team)
+    .bind(e.outcome.as_str())
+    .bind(latency)
+    .bind(i64::from(e.minutes_saved))
+    .bind(&month)
+    .bind(to_ms(e.at))
+    .execute(&mut **tx)
+    .await?;
+    let is = |o: Outcome| i64::from(e.outcome == o);
+    sqlx::query(
+        "INSERT INTO registry_usage_monthly \
+         (month, team, server, tool, invocations, succeeded, failed, denied, latency_ms_sum, minutes_saved) \
+         VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9) \
+         ON CONFLICT (month, team, server, tool) DO UPDATE SET \
+         invocations = registry_usage_monthly.invocations + 1, \
+         succeeded = registry_usage_monthly.succeeded + excluded.succeeded, \
+         failed = registry_usage_monthly.failed + excluded.failed, \
+         denied = registry_usage_monthly.denied + excluded.denied, \
+         latency_ms_sum = registry_usage_monthly.latency_ms_sum + excluded.latency_ms_sum, \
+         minutes_saved = registry_usage_monthly.minutes_saved + excluded.minutes_saved",
+    )
+    .bind(&month)
+    .bind(team)
+    .bind(&e.server)
+    .bind(&e.tool)
+    .bind(is(Outcome::Ok))
+    .bind(is(Outcome::Error))
+    .bind(is(Outcome::Denied))
+    .bind(latency)
+    .bind(i64::from(e.minutes_saved))
+    .execute(&mut **tx)
+    .await?;
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM registry_usage_principals WHERE month = $1 AND server = $2 AND principal = $3",
+    )
+    .bind(&month)
+    .bind(&e.server)
+    .bind(&e.principal)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO registry_usage_principals (month, server, principal, team) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (month, server, principal, team) DO NOTHING",
+    )
+    .bind(&month)
+    .bind(&e.server)
+    .bind(&e.principal)
+    .bind(team)
+    .execute(&mut **tx)
+    .await?;
+    // The catalog's counters of the server's current month, rolled over by the
+    // first report of a new month.
+    sqlx::query(
+        "UPDATE registry_servers SET \
+         usage_invocations = CASE WHEN usage_month = $2 THEN usage_invocations + 1 ELSE 1 END, \
+         usage_users = CASE WHEN usage_month = $2 THEN usage_users + $3 ELSE $3 END, \
+         usage_total = usage_total + 1, usage_month = $2 WHERE name = $1",
+    )
+    .bind(&e.server)
+    .bind(&month)
+    .bind(i64::from(seen == 0))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 pub fn routes() -> Router<RegistryState> {
     Router::new().route("/v0.1/x/usage", post(report).get(summary))
 }
@@ -472,31 +486,50 @@ async fn report(
     let Principal::Service { spiffe_id } = &caller else {
         return Err(Failure::forbidden("only servers report usage, over mTLS"));
     };
-    let r: UsageReport = parse_body(&body)?;
+    let reports = parse_reports(&body)?;
     state.policy.ensure_fresh(&*state.store).await?;
-    let Some(server) = state.policy.get(&r.server) else {
-        return Err(CatalogError::NotFound(format!("server {}", r.server)).into());
-    };
-    if server.service_identity.as_deref() != Some(spiffe_id.as_str()) {
-        return Err(Failure::forbidden("a server reports its own usage only (its registered service_identity)"));
+    let mut violations = Vec::new();
+    let mut events = Vec::with_capacity(reports.len());
+    let now = state.clock.now();
+    for (at, r) in reports {
+        let Some(server) = state.policy.get(&r.server) else {
+            return Err(CatalogError::NotFound(format!("server {}", r.server)).into());
+        };
+        if server.service_identity.as_deref() != Some(spiffe_id.as_str()) {
+            return Err(Failure::forbidden("a server reports its own usage only (its registered service_identity)"));
+        }
+        violations.extend(r.violations().into_iter().map(|v| Violation::new(format!("{at}{}", v.field), v.message)));
+        events.push(UsageEvent {
+            minutes_saved: if r.outcome == Outcome::Ok { server.minutes_saved_by(&r.tool) } else { 0 },
+            server: r.server,
+            tool: r.tool,
+            principal: r.principal,
+            team: r.team,
+            outcome: r.outcome,
+            latency_ms: r.latency_ms,
+            at: now,
+        });
     }
-    let violations = r.violations();
     if !violations.is_empty() {
         return Err(Failure::invalid("invalid_usage", "the usage report", violations));
     }
-    let event = UsageEvent {
-        minutes_saved: if r.outcome == Outcome::Ok { server.minutes_saved_by(&r.tool) } else { 0 },
-        server: r.server,
-        tool: r.tool,
-        principal: r.principal,
-        team: r.team,
-        outcome: r.outcome,
-        latency_ms: r.latency_ms,
-        at: state.clock.now(),
-    };
-    state.store.record_usage(&event).await?;
-    debug!(server = %event.server, tool = %event.tool, outcome = event.outcome.as_str(), "usage recorded");
+    state.store.record_usage(&events).await?;
+    debug!(reports = events.len(), "usage recorded");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One report or an array of 1 to [`MAX_BATCH`], each with the prefix its violations'
+/// fields get (`""` for a lone report, `[3].` in an array).
+fn parse_reports(body: &Bytes) -> Result<Vec<(String, UsageReport)>, Failure> {
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        return Ok(vec![(String::new(), parse_body(body)?)]);
+    }
+    let reports: Vec<UsageReport> = parse_body(body)?;
+    if reports.is_empty() || reports.len() > MAX_BATCH {
+        return Err(Failure::bad_request("(body)", format!("an array of 1 to {MAX_BATCH} reports")));
+    }
+    Ok(reports.into_iter().enumerate().map(|(i, r)| (format!("[{i}]."), r)).collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -539,6 +572,19 @@ async fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_or_an_array_of_them() {
+        let one = r#"{"server": "s", "tool": "t", "principal": "p", "outcome": "ok", "latency_ms": 1}"#;
+        let prefixes = |body: String| {
+            parse_reports(&Bytes::from(body)).map(|v| v.into_iter().map(|(at, _)| at).collect::<Vec<_>>()).ok()
+        };
+        assert_eq!(prefixes(one.to_string()), Some(vec![String::new()]));
+        assert_eq!(prefixes(format!(" \n[{one}, {one}]")), Some(vec!["[0].".to_string(), "[1].".to_string()]));
+        assert_eq!(prefixes("[]".to_string()), None);
+        assert_eq!(prefixes(format!("[{}]", vec![one; MAX_BATCH + 1].join(","))), None);
+        assert_eq!(prefixes(format!("[{one}, {{\"server\": 1}}]")), None);
+    }
 
     #[test]
     fn month_parameters() {
