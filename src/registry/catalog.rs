@@ -418,8 +418,17 @@ pub trait CatalogStore: Send + Sync {
     async fn server_ext(&self, name: &str) -> Result<Option<ServerExt>>;
     async fn set_policy(&self, name: &str, policy: &PolicyDoc, actor: &str, now: DateTime<Utc>) -> Result<()>;
     async fn set_review(&self, name: &str, kind: ReviewKind, review: &Review, now: DateTime<Utc>) -> Result<()>;
-    /// Records a probe's result; a status change is recorded as `health.changed`.
-    async fn record_health(&self, name: &str, probe: &ProbeReport<'_>, now: DateTime<Utc>) -> Result<()>;
+    /// Records a probe's result and, when given, the tools it listed, in one
+    /// transaction (a reader never sees a probe's health without its tools). A status
+    /// change is recorded as `health.changed`, a changed list as `tools.changed` and
+    /// returned.
+    async fn record_probe(
+        &self,
+        name: &str,
+        probe: &ProbeReport<'_>,
+        tools: Option<&[ToolSnapshot]>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ToolsChange>>;
     /// Records the tools a probe listed; a changed list is recorded as `tools.changed`
     /// and returned.
     async fn record_tools(&self, name: &str, tools: &[ToolSnapshot], now: DateTime<Utc>)
@@ -458,12 +467,10 @@ impl ProbeSink for ProbeRecorder {
             latency_ms: Some(outcome.latency_ms),
             error: outcome.error.as_deref(),
         };
-        self.store.record_health(&target.name, &report, now).await.map_err(|e| e.to_string())?;
         // A probe nothing answered listed no tools: keep the last known list rather
         // than record every tool as removed.
-        if !outcome.revisions.is_empty() {
-            self.store.record_tools(&target.name, &outcome.tools, now).await.map_err(|e| e.to_string())?;
-        }
+        let tools = (!outcome.revisions.is_empty()).then_some(outcome.tools.as_slice());
+        self.store.record_probe(&target.name, &report, tools, now).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 }

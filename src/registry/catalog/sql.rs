@@ -256,41 +256,21 @@ impl CatalogStore for SqlStore {
         Ok(())
     }
 
-    async fn record_health(&self, name: &str, probe: &ProbeReport<'_>, now: DateTime<Utc>) -> Result<()> {
-        let now_ms = to_ms(now);
+    async fn record_probe(
+        &self,
+        name: &str,
+        probe: &ProbeReport<'_>,
+        tools: Option<&[ToolSnapshot]>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ToolsChange>> {
         let mut tx = self.begin_write().await?;
-        let sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT health_status, health_checked_at, health_latency_ms, health_error, health_failures, \
-                 health_since FROM registry_servers WHERE name = $1 FOR UPDATE"
-            }
-            Backend::Sqlite => {
-                "SELECT health_status, health_checked_at, health_latency_ms, health_error, health_failures, \
-                 health_since FROM registry_servers WHERE name = $1"
-            }
+        self.health_in(&mut tx, name, probe, now).await?;
+        let change = match tools {
+            Some(tools) => self.tools_in(&mut tx, name, tools, now).await?,
+            None => None,
         };
-        let Some(row) = sqlx::query(sql).bind(name).fetch_optional(&mut *tx).await? else {
-            return Err(CatalogError::NotFound(format!("server {name}")));
-        };
-        let (health, event) = next_health(&health_from_row(&row)?, probe, now);
-        sqlx::query(
-            "UPDATE registry_servers SET health_status = $2, health_checked_at = $3, health_latency_ms = $4, \
-             health_error = $5, health_failures = $6, health_since = $7 WHERE name = $1",
-        )
-        .bind(name)
-        .bind(health.status.as_str())
-        .bind(now_ms)
-        .bind(health.latency_ms.map(saturating_i64))
-        .bind(health.error.as_deref())
-        .bind(i64::from(health.consecutive_failures))
-        .bind(health.since.map(to_ms))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(data) = event {
-            record_event(&mut tx, name, "health.changed", None, &data, now_ms).await?;
-        }
         tx.commit().await?;
-        Ok(())
+        Ok(change)
     }
 
     async fn record_tools(
@@ -299,39 +279,8 @@ impl CatalogStore for SqlStore {
         tools: &[ToolSnapshot],
         now: DateTime<Utc>,
     ) -> Result<Option<ToolsChange>> {
-        let now_ms = to_ms(now);
         let mut tx = self.begin_write().await?;
-        let sql = match self.backend {
-            Backend::Postgres => "SELECT tools FROM registry_servers WHERE name = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT tools FROM registry_servers WHERE name = $1",
-        };
-        let Some(row) = sqlx::query(sql).bind(name).fetch_optional(&mut *tx).await? else {
-            return Err(CatalogError::NotFound(format!("server {name}")));
-        };
-        let old: Option<Vec<ToolSnapshot>> =
-            row.try_get::<Option<String>, _>(0)?.map(|t| parse_json(&t)).transpose()?;
-        let change = diff_tools(old.as_deref(), tools);
-        match &change {
-            Some(change) => {
-                sqlx::query(
-                    "UPDATE registry_servers SET tools = $2, tools_seen_at = $3, tools_changed_at = $3 WHERE name = $1",
-                )
-                .bind(name)
-                .bind(json_text(&tools)?)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                let data = serde_json::to_value(change).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-                record_event(&mut tx, name, "tools.changed", None, &data, now_ms).await?;
-            }
-            None => {
-                sqlx::query("UPDATE registry_servers SET tools_seen_at = $2 WHERE name = $1")
-                    .bind(name)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        let change = self.tools_in(&mut tx, name, tools, now).await?;
         tx.commit().await?;
         Ok(change)
     }
@@ -407,6 +356,94 @@ async fn refresh_latest(tx: &mut Transaction<'static, Any>, name: &str, rev: i64
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The parts of recording a probe, each inside a caller's transaction.
+impl SqlStore {
+    /// A probe's health, in `tx`; a status change is recorded as `health.changed`.
+    async fn health_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        name: &str,
+        probe: &ProbeReport<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let now_ms = to_ms(now);
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT health_status, health_checked_at, health_latency_ms, health_error, health_failures, \
+                 health_since FROM registry_servers WHERE name = $1 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT health_status, health_checked_at, health_latency_ms, health_error, health_failures, \
+                 health_since FROM registry_servers WHERE name = $1"
+            }
+        };
+        let Some(row) = sqlx::query(sql).bind(name).fetch_optional(&mut **tx).await? else {
+            return Err(CatalogError::NotFound(format!("server {name}")));
+        };
+        let (health, event) = next_health(&health_from_row(&row)?, probe, now);
+        sqlx::query(
+            "UPDATE registry_servers SET health_status = $2, health_checked_at = $3, health_latency_ms = $4, \
+             health_error = $5, health_failures = $6, health_since = $7 WHERE name = $1",
+        )
+        .bind(name)
+        .bind(health.status.as_str())
+        .bind(now_ms)
+        .bind(health.latency_ms.map(saturating_i64))
+        .bind(health.error.as_deref())
+        .bind(i64::from(health.consecutive_failures))
+        .bind(health.since.map(to_ms))
+        .execute(&mut **tx)
+        .await?;
+        if let Some(data) = event {
+            record_event(tx, name, "health.changed", None, &data, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// A probe's tool list, in `tx`; a changed list is recorded as `tools.changed`.
+    async fn tools_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        name: &str,
+        tools: &[ToolSnapshot],
+        now: DateTime<Utc>,
+    ) -> Result<Option<ToolsChange>> {
+        let now_ms = to_ms(now);
+        let sql = match self.backend {
+            Backend::Postgres => "SELECT tools FROM registry_servers WHERE name = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT tools FROM registry_servers WHERE name = $1",
+        };
+        let Some(row) = sqlx::query(sql).bind(name).fetch_optional(&mut **tx).await? else {
+            return Err(CatalogError::NotFound(format!("server {name}")));
+        };
+        let old: Option<Vec<ToolSnapshot>> =
+            row.try_get::<Option<String>, _>(0)?.map(|t| parse_json(&t)).transpose()?;
+        let change = diff_tools(old.as_deref(), tools);
+        match &change {
+            Some(change) => {
+                sqlx::query(
+                    "UPDATE registry_servers SET tools = $2, tools_seen_at = $3, tools_changed_at = $3 WHERE name = $1",
+                )
+                .bind(name)
+                .bind(json_text(&tools)?)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+                let data = serde_json::to_value(change).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+                record_event(tx, name, "tools.changed", None, &data, now_ms).await?;
+            }
+            None => {
+                sqlx::query("UPDATE registry_servers SET tools_seen_at = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(now_ms)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(change)
+    }
 }
 
 async fn record_event(
