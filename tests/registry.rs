@@ -233,6 +233,7 @@ both_backends!(
     callers_ask_about_themselves_unless_admin_or_the_server,
     probes_record_health_and_tool_changes,
     usage_aggregates_by_month_and_team,
+    replicas_of_one_server_report_at_once,
     policy_writes_reach_other_replicas,
 );
 
@@ -775,6 +776,28 @@ async fn probes_record_health_and_tool_changes(r: &Reg) {
         })
     );
     assert!(r.store.record_tools("com.example/nope", &[], at(0)).await.is_err());
+}
+
+/// Two replicas of one server send batches naming the same tools in different orders,
+/// at once: every batch is recorded (none dies in a lock cycle).
+async fn replicas_of_one_server_report_at_once(r: &Reg) {
+    seed_policies(r).await;
+    let report = |tool: &str| {
+        json!({"server": "com.example/airflow", "tool": tool, "principal": "user:alice", "outcome": "ok",
+               "latency_ms": 5, "team": "data-eng"})
+    };
+    let one = json!([report("get_logs"), report("trigger_dag"), report("clear_task")]);
+    let other = json!([report("clear_task"), report("trigger_dag"), report("get_logs")]);
+    let server = airflow_identity();
+    for _ in 0..20 {
+        let (a, b) = tokio::join!(
+            r.post(&server, "/v0.1/x/usage", one.clone()),
+            r.post(&server, "/v0.1/x/usage", other.clone())
+        );
+        assert_eq!((a.0, b.0), (204, 204), "{} {}", a.1, b.1);
+    }
+    let (_, s) = r.get(&alice(), "/v0.1/x/usage").await;
+    assert_eq!((s["total"]["invocations"].as_i64(), s["total"]["active_users"].as_i64()), (Some(120), Some(1)), "{s}");
 }
 
 async fn usage_aggregates_by_month_and_team(r: &Reg) {

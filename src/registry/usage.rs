@@ -29,7 +29,7 @@ use super::RegistryState;
 use super::catalog::{CatalogError, Failure, is_valid_tool_name, parse_body};
 use super::server_json::Violation;
 use crate::identity::{Authenticated, Principal};
-use crate::store::{SqlStore, StoreError, to_ms};
+use crate::store::{Backend, SqlStore, StoreError, to_ms};
 
 /// Everything usage can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +303,21 @@ impl Sums {
 impl UsageStore for SqlStore {
     async fn record_usage(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         let mut tx = self.begin_write().await?;
+        // Each event updates its month's counters and then its server's row. Two
+        // batches of one server (its replicas report apart) would take those locks in
+        // different orders and deadlock; taking the servers' rows first, in name
+        // order, orders every batch the same way. (SQLite's writes are serialized.)
+        if self.backend == Backend::Postgres {
+            let mut servers: Vec<&str> = events.iter().map(|e| e.server.as_str()).collect();
+            servers.sort_unstable();
+            servers.dedup();
+            for server in servers {
+                sqlx::query("SELECT 1 FROM registry_servers WHERE name = $1 FOR UPDATE")
+                    .bind(server)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         for e in events {
             record_one(&mut tx, e).await?;
         }
