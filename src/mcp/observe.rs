@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
@@ -135,21 +137,18 @@ impl UsageReporter {
                     batch.push(u);
                 }
                 // What queued while the last POST was out goes in one: a busy server
-                // makes one request per batch, not one per call. A lone report is sent
-                // as an object, which registries older than arrays also take.
-                let request = match batch.as_slice() {
-                    [one] => http.post(&url).json(one),
-                    many => http.post(&url).json(many),
-                };
-                // Never retried: a report whose answer was lost may have been recorded.
-                match request.send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => tracing::warn!(
-                        status = %r.status(),
-                        reports = batch.len(),
-                        "the registry refused usage reports"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, reports = batch.len(), "usage reports could not be sent"),
+                // makes one request per batch, not one per call.
+                let sent = (|| send_usage(&http, &url, &batch))
+                    .retry(usage_backoff())
+                    // Only what surely was not recorded is sent again (a report whose
+                    // answer was lost may have been), and not once stopping.
+                    .when(|e: &Unsent| e.retry && !stop.is_cancelled())
+                    .notify(
+                        |e: &Unsent, wait| tracing::debug!(why = %e.why, ?wait, "usage reports wait to be sent again"),
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(why = %e.why, reports = batch.len(), "usage reports were not recorded");
                 }
             }
         });
@@ -162,6 +161,41 @@ impl UsageReporter {
         {
             tracing::warn!("the usage queue is full; a report was dropped");
         }
+    }
+}
+
+/// Why a batch of usage reports was not recorded, and whether sending it again is safe.
+#[derive(Debug)]
+struct Unsent {
+    retry: bool,
+    why: String,
+}
+
+/// Backs off to every 5 s, for about 20 s in all: a registry restarting (a
+/// deploy) is waited out; one down for longer loses the batch, with a warning.
+fn usage_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(8)
+        .with_jitter()
+}
+
+/// POSTs one batch. A lone report is sent as an object, which registries older than
+/// arrays also take. Safe to send again: no connection was made, or the registry said
+/// it took nothing (503, 429: a batch is written in one transaction or not at all).
+async fn send_usage(http: &reqwest::Client, url: &str, batch: &[Usage]) -> Result<(), Unsent> {
+    let request = match batch {
+        [one] => http.post(url).json(one),
+        many => http.post(url).json(many),
+    };
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(Unsent {
+            retry: matches!(r.status(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS),
+            why: format!("the registry answered {}", r.status()),
+        }),
+        Err(e) => Err(Unsent { retry: e.is_connect(), why: e.to_string() }),
     }
 }
 
@@ -250,6 +284,49 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn usage_waits_for_a_registry_that_is_not_up_yet() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let stop = CancellationToken::new();
+        let reporter = UsageReporter::start(reqwest::Client::new(), &format!("http://127.0.0.1:{port}"), stop.clone());
+        let usage = |tool: &str| Usage {
+            server: "s".into(),
+            tool: tool.into(),
+            principal: "p".into(),
+            outcome: Outcome::Ok,
+            latency_ms: 1,
+        };
+        for tool in ["a", "b", "c"] {
+            reporter.report(usage(tool));
+        }
+        // Nothing listens yet: the first tries are refused.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/v0.1/x/usage",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+                match body {
+                    Value::Array(items) => sink.lock().unwrap().extend(items),
+                    one => sink.lock().unwrap().push(one),
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for _ in 0..100 {
+            if got.lock().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tools: Vec<String> =
+            got.lock().unwrap().iter().map(|u| u["tool"].as_str().unwrap_or_default().to_string()).collect();
+        assert_eq!(tools, ["a", "b", "c"]);
+        stop.cancel();
+    }
 
     #[test]
     fn secrets_are_redacted_at_any_depth() {
