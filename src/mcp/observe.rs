@@ -182,8 +182,9 @@ fn usage_backoff() -> ExponentialBuilder {
 }
 
 /// POSTs one batch. A lone report is sent as an object, which registries older than
-/// arrays also take. Safe to send again: no connection was made, or the registry said
-/// it took nothing (503, 429: a batch is written in one transaction or not at all).
+/// arrays also take. Safe to send again: no connection was made, or 429 (a rate
+/// limiter in front turned it away). Not a 503: a proxy may answer that after the
+/// registry took the batch.
 async fn send_usage(http: &reqwest::Client, url: &str, batch: &[Usage]) -> Result<(), Unsent> {
     let request = match batch {
         [one] => http.post(url).json(one),
@@ -192,7 +193,7 @@ async fn send_usage(http: &reqwest::Client, url: &str, batch: &[Usage]) -> Resul
     match request.send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(Unsent {
-            retry: matches!(r.status(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS),
+            retry: r.status() == StatusCode::TOO_MANY_REQUESTS,
             why: format!("the registry answered {}", r.status()),
         }),
         Err(e) => Err(Unsent { retry: e.is_connect(), why: e.to_string() }),
