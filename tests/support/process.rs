@@ -357,10 +357,7 @@ impl Drop for Scratch {
             // The processes' logs above are long and a CI summary may cut the middle
             // of the output, where the panic message is: say it again, last.
             if let Some(message) = LAST_PANIC.with(|p| p.borrow_mut().take()) {
-                let mut end = message.len().min(PANIC_REPEAT);
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
+                let end = message.floor_char_boundary(PANIC_REPEAT);
                 let cut = if end < message.len() { " [...]" } else { "" };
                 eprintln!("---- the failure, again ----\n{}{cut}", &message[..end]);
             }
@@ -440,8 +437,7 @@ impl Investigation {
         for e in &self.events {
             let mut data = e.data.to_string();
             if data.len() > 160 {
-                let cut = (0..=160).rev().find(|i| data.is_char_boundary(*i)).unwrap_or(0);
-                data.truncate(cut);
+                data.truncate(data.floor_char_boundary(160));
                 data.push('…');
             }
             out.push_str(&format!("\n  #{} {} {} {data}", e.seq, e.at.format("%H:%M:%S%.3f"), e.kind));
