@@ -566,20 +566,6 @@ async fn role_identity(config: &Config, path: &str) -> Result<Arc<dyn svid::Svid
         .map_err(|e| AppError::Identity(e.to_string()))
 }
 
-/// The settings of domain server `id` (see [`mcp::standalone::settings`]).
-pub fn server_settings(config: &Config, id: &str, fallback_url: &str) -> mcp::ServerSettings {
-    mcp::standalone::settings(config, id, fallback_url)
-}
-
-/// What a domain server needs from the rest of the process (see [`mcp::standalone::deps`]).
-async fn server_deps(
-    config: &Config,
-    id: &str,
-    binds: Vec<std::net::SocketAddr>,
-) -> Result<(Arc<dyn svid::SvidSource>, mcp::Deps), AppError> {
-    mcp::standalone::deps(config, id, binds).await.map_err(standalone_error)
-}
-
 /// Runs one domain server (`inquest server <id>`) on `listener` until `shutdown`, as
 /// [`mcp::standalone::run`] does for any domain.
 pub async fn run_server(
@@ -608,7 +594,7 @@ async fn mount_servers(
     shutdown: &CancellationToken,
 ) -> Result<Router, AppError> {
     let mut router = Router::new();
-    for (id, sc) in config.servers.iter().filter(|(_, sc)| sc.enabled) {
+    for (id, _) in config.servers.iter().filter(|(_, sc)| sc.enabled) {
         let domain = match mcp::domains::build_domain(id, config) {
             Ok(d) => d,
             Err(error) => {
@@ -616,9 +602,9 @@ async fn mount_servers(
                 continue;
             }
         };
-        let url = format!("{}/mcp/{id}", config.registry.public_url);
-        let settings = server_settings(config, id, sc.public_url.as_deref().unwrap_or(&url));
-        let (_, deps) = server_deps(config, id, binds.clone()).await?;
+        // Its `public_url` when configured, else its place on this process's listener.
+        let settings = mcp::standalone::settings(config, id, &format!("{}/mcp/{id}", config.registry.public_url));
+        let (_, deps) = mcp::standalone::deps(config, id, binds.clone()).await.map_err(standalone_error)?;
         let served =
             mcp::serve(domain, settings, deps, shutdown.clone()).map_err(|e| AppError::Identity(e.to_string()))?;
         info!(server = %id, "MCP server mounted at /mcp/{id}");
